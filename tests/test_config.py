@@ -1,0 +1,120 @@
+"""Config system: YAML over typed defaults, `base:` chains, dotted overrides, errors that name the culprit."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import (
+    Config,
+    ConfigError,
+    architecture_mismatches,
+    config_from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+
+CONFIGS = sorted(Path("configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_release_file_names_and_sizes():
+    df = load_config("configs/deepfashion.yaml")
+    assert df.data.image_size == (256, 176)
+    assert df.data.annotation_train == "fasion-resize-annotation-train.csv"
+    assert df.data.pairs_test == "fasion-resize-pairs-test.csv"
+    assert load_config("configs/deepfashion_256.yaml").data.image_size == (256, 256)
+    market = load_config("configs/market.yaml")
+    assert market.data.image_size == (128, 64)
+    assert market.data.pairs_train == "market-pairs-train.csv"
+    assert market.train.batch_size == 32 and df.train.batch_size == 4  # paper sec. 4.1
+
+
+def test_paper_loss_weights_are_the_defaults():
+    loss = load_config("configs/deepfashion.yaml").loss
+    assert (loss.ce, loss.l1, loss.perceptual, loss.adversarial) == (10.0, 1.0, 1.0, 0.01)
+
+
+def test_base_chain_overrides_only_what_it_states():
+    cfg = load_config("configs/ablation/ours_spade.yaml")
+    assert cfg.model.generator.variant == "ours_spade"
+    assert cfg.data.image_size == (256, 176)  # from ../deepfashion.yaml
+    assert cfg.model.spatn.n_blocks == 9
+
+
+def test_dotted_overrides_parse_yaml_values():
+    cfg = load_config("configs/synthetic.yaml", ["train.batch_size=8", "data.image_size=[128, 64]", "train.lr=1e-3"])
+    assert cfg.train.batch_size == 8
+    assert cfg.data.image_size == (128, 64)
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.flow.checkpoint is None
+    assert load_config(None, ["model.flow.checkpoint=a/b.pt"]).model.flow.checkpoint == "a/b.pt"
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_sise: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "train.batch_sise" in str(err.value) and "bad.yaml" in str(err.value)
+
+
+def test_unknown_section_and_override_are_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trian:\n  batch_size: 8\n")
+    with pytest.raises(ConfigError, match="'trian'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="model.generator.widht"):
+        load_config(None, ["model.generator.widht=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.batch_size"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.batch_size=abc", "train.batch_size"),
+        ("train.batch_size=2.5", "train.batch_size"),
+        ("train.lr=true", "train.lr"),
+        ("data.image_size=[256]", "data.image_size"),
+        ("train.compile=1", "train.compile"),
+        ("model.generator.variant=fancy", "model.generator.variant"),
+        ("data.image_size=[250, 176]", "data.image_size"),
+    ],
+)
+def test_wrong_types_and_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/synthetic.yaml", [override])
+    assert key in str(err.value)
+
+
+def test_wrong_type_in_file_names_the_file(tmp_path):
+    path = tmp_path / "typed.yaml"
+    path.write_text("data:\n  num_workers: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "typed.yaml" in str(err.value) and "data.num_workers" in str(err.value)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("configs/market.yaml", ["train.seed=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg
+
+
+def test_architecture_mismatch_lists_keys():
+    a = load_config("configs/synthetic.yaml")
+    changes = ["model.generator.base_channels=8", "train.lr=1.0", "data.image_size=[128, 64]"]
+    b = load_config("configs/synthetic.yaml", changes)
+    diffs = architecture_mismatches(to_dict(a), b)
+    assert any(d.startswith("model.generator.base_channels") for d in diffs)
+    assert any(d.startswith("data.image_size") for d in diffs)
+    assert not any(d.startswith("train.lr") for d in diffs)  # training settings may change on resume
+    assert architecture_mismatches(to_dict(a), a) == []

@@ -1,0 +1,357 @@
+"""Typed configuration: YAML files merged over dataclass defaults, then dotted command-line overrides.
+
+    cfg = load_config("configs/deepfashion.yaml", ["train.batch_size=8", "model.generator.variant=baseline"])
+
+A YAML file may name a `base:` file (relative to itself) whose values it overrides, so the ablation configs
+only state what differs from the full model. Every key must exist in the dataclasses below and every value
+must have the declared type: a typo is an error naming the key and the file, never a silently ignored
+setting. The resolved config is what a run saves (`save_config`) and what a checkpoint carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # deepfashion | market | synthetic | synthetic_market: picks metric defaults
+    root: str = "datasets/synthetic"
+    image_size: tuple[int, int] = (256, 176)  # (H, W) of every image on disk
+    train_dir: str = "train"
+    test_dir: str = "test"
+    annotation_train: str = "fasion-resize-annotation-train.csv"  # sic: the release's spelling
+    annotation_test: str = "fasion-resize-annotation-test.csv"
+    pairs_train: str = "fasion-resize-pairs-train.csv"
+    pairs_test: str = "fasion-resize-pairs-test.csv"
+    parsing_suffix: str = "_parsing"  # parsing maps live in <split_dir><suffix>/<stem>.png
+    flow_suffix: str = "_flow"  # flow targets live in <split_dir><suffix>/<from>___<to>.npz
+    use_flow_files: bool = False  # load flow/visibility from disk (flow training, or model.flow.source=files)
+    label_merge: str | list[int] = "cihp20"  # a preset name from data.parsing.PRESET_MERGES or a list
+    num_workers: int = 2
+    hflip_prob: float = 0.0  # training-time augmentation, off as in the paper
+    max_train_pairs: int | None = None  # cap for quick runs; None = all pairs
+    max_test_pairs: int | None = None
+    val_pairs: int = 64  # fixed subset of the test pairs used for validation during training
+
+
+@dataclass
+class PoseConfig:
+    heatmap: str = "gaussian"  # gaussian (PATN, sigma 6) | binary (authors' code, radius 8)
+    sigma: float = 6.0
+    radius: float = 8.0
+    kappa: float = -0.1  # distance map M = exp(kappa * d), paper eq. 3
+    learnable_kappa: bool = False  # the authors' code learns kappa; the paper fixes it
+    encode_on_device: bool = False  # loader ships keypoints only; maps are computed on the training device
+
+
+@dataclass
+class SPATNConfig:
+    input: str = "parsing"  # parsing (SPATN) | image (SPATN*, for Market-1501)
+    ngf: int = 64
+    n_blocks: int = 9
+    n_downsampling: int = 2
+    norm: str = "batch"
+
+
+@dataclass
+class FlowConfig:
+    source: str = "net"  # net (FlowNet, frozen during the joint stage) | files (precomputed flow on disk)
+    checkpoint: str | None = None  # FlowNet weights for the joint stage (a stage-0 run's checkpoint)
+    base_channels: int = 32
+    max_channels: int = 256
+    n_scales: int = 5
+    flow_scale: float = 20.0  # network output x 20, as Intr-Flow
+    norm: str = "batch"
+
+
+@dataclass
+class GeneratorConfig:
+    variant: str = "full"  # full | baseline | baseline_s | ours_spade | ours_cc | patn_s | sean
+    base_channels: int = 32
+    max_channels: int = 128
+    n_scales: int | None = None  # None: floor(log2(H / 4)) + 1, i.e. 7 at 256 px
+    n_res_blocks: int = 2
+    n_warp_scales: int = 5
+    style_dim: int = 128
+
+
+@dataclass
+class DiscriminatorConfig:
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "instance"
+
+
+@dataclass
+class ModelConfig:
+    spatn: SPATNConfig = field(default_factory=SPATNConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+
+@dataclass
+class LossConfig:
+    ce: float = 10.0  # lambda_ce (paper 4.1)
+    l1: float = 1.0
+    perceptual: float = 1.0
+    adversarial: float = 0.01
+    gan_mode: str = "vanilla"  # vanilla | lsgan | hinge
+    perceptual_weights: str = "imagenet"  # imagenet (torch hub cache) | a path | random (offline tests only)
+    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    flow_epe: float = 1.0  # stage 0 (flow module)
+    visibility: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "joint"  # joint (SPATN + SPGNet + D) | flow (stage 0: the flow module)
+    name: str | None = None  # run folder runs/<NNNNN>-<name>; None: the config file's stem
+    run_dir: str = "runs"
+    batch_size: int = 4
+    max_steps: int = 200_000
+    max_minutes: float | None = None  # wall-clock budget; the run checkpoints and stops when spent
+    lr: float = 2e-4  # both stages
+    lr_d: float = 2e-5
+    betas: tuple[float, float] = (0.5, 0.999)
+    adv_start_step: int = 0  # adversarial term switched on after this warm-up
+    lr_patience: int = 3  # validations without improvement before lr x lr_factor
+    lr_factor: float = 0.5
+    log_every: int = 50
+    val_every: int = 2000
+    image_every: int = 2000
+    ckpt_every: int = 2000
+    keep_checkpoints: int = 3
+    seed: int = 0
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    grad_clip: float | None = None
+
+
+@dataclass
+class TestConfig:
+    batch_size: int = 8
+    save_grids: bool = False
+    save_parsing: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+
+# ------------------------------------------------------------------------------------------ merging
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where YAML cannot express the type."""
+    kind = typing.get_origin(tp)
+    if kind in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key, origin)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{origin}: key '{key}' = {value!r} does not have the type {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{origin}: key '{key}' must be null, got {value!r}")
+    if kind in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{origin}: key '{key}' must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if kind is tuple:
+            if len(value) != len(args):
+                raise ConfigError(f"{origin}: key '{key}' must have {len(args)} entries, got {value!r}")
+            return tuple(_coerce(v, a, f"{key}[{i}]", origin) for i, (v, a) in enumerate(zip(value, args)))
+        return [_coerce(v, args[0], f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{origin}: key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{origin}: key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{origin}: key '{key}' must be a {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{origin}: key '{key}' has an unsupported type {tp}")  # pragma: no cover
+
+
+def _merge(node: Any, updates: dict, prefix: str, origin: str) -> None:
+    """Write `updates` into the dataclass instance `node` in place, checking keys and types."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{origin}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(node))
+    for key, value in updates.items():
+        dotted = prefix + str(key)
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"{origin}: unknown key '{dotted}' (known keys here: {known})")
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, dotted + ".", origin)
+        else:
+            setattr(node, key, _coerce(value, hints[key], dotted, origin))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+    """The chain of (mapping, origin) from the outermost `base:` file to `path` itself."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    chain = []
+    base = data.pop("base", None)
+    if base is not None:
+        chain = _read_yaml(path.parent / base, seen + (path,))
+    return chain + [(data, str(path))]
+
+
+def parse_override(text: str) -> dict:
+    """'train.batch_size=8' -> {'train': {'batch_size': 8}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"command line: override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML chain (base files first) <- dotted overrides, validated key by key."""
+    cfg = Config()
+    if path is not None:
+        for data, origin in _read_yaml(Path(path)):
+            _merge(cfg, data, "", origin)
+    for text in overrides:
+        _merge(cfg, parse_override(text), "", f"command line override '{text}'")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict, origin: str = "<dict>") -> Config:
+    """Rebuild a Config from `to_dict` output (a checkpoint's or a run folder's copy)."""
+    cfg = Config()
+    _merge(cfg, data, "", origin)
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "pose.heatmap": ("gaussian", "binary"),
+    "model.spatn.input": ("parsing", "image"),
+    "model.flow.source": ("net", "files"),
+    "model.generator.variant": ("full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean"),
+    "loss.gan_mode": ("vanilla", "lsgan", "hinge"),
+    "train.stage": ("joint", "flow"),
+    "train.amp": ("off", "bf16", "fp16"),
+    "train.nonfinite": ("stop", "skip"),
+}
+
+
+def get_key(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> None:
+    """Value checks the types cannot express."""
+    for dotted, choices in _CHOICES.items():
+        value = get_key(cfg, dotted)
+        if value not in choices:
+            raise ConfigError(f"key '{dotted}' = {value!r} is not one of {', '.join(choices)}")
+    h, w = cfg.data.image_size
+    if h % 4 or w % 4:
+        raise ConfigError(f"key 'data.image_size' = {cfg.data.image_size}: both sides must be multiples of 4")
+    if cfg.pose.kappa >= 0:
+        raise ConfigError(f"key 'pose.kappa' = {cfg.pose.kappa} must be negative (paper eq. 3)")
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON and checkpoints."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}"""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# Keys that decide the shapes of the saved networks: a checkpoint is only loadable where these agree.
+ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kappa", "model")
+
+
+def architecture_mismatches(saved: dict, current: Config) -> list[str]:
+    """'key: saved -> current' for every architecture key on which a checkpoint's config differs."""
+    old, new = flatten(saved), flatten(to_dict(current))
+    keys = sorted(k for k in set(old) | set(new) if any(k == a or k.startswith(a + ".") for a in ARCHITECTURE_KEYS))
+    ignore = {"model.flow.checkpoint", "model.flow.source"}  # where the frozen flow comes from, not its shape
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if k not in ignore and old.get(k) != new.get(k)]

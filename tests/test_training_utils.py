@@ -1,0 +1,146 @@
+"""Checkpoint files, run folders, the sharded resumable sampler and CPU-synchronised batch norm."""
+
+import os
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from utils import checkpoint as ck
+from utils.config import load_config, to_dict
+from utils.distributed import GlooSyncBatchNorm, ShardedEpochSampler, convert_sync_batchnorm
+from utils.run import latest_checkpoint, new_run_folder, numbered_runs
+
+
+def _ckpt(step: int = 3) -> dict:
+    return {"format": ck.FORMAT, "step": step, "config": to_dict(load_config("configs/synthetic.yaml")),
+            "models": {"net": {"w": torch.arange(1000.0)}}}
+
+
+def test_atomic_save_round_trip_and_no_temp_left(tmp_path):
+    path = tmp_path / "c" / "step-00000003.pt"
+    ck.atomic_save(_ckpt(), path)
+    assert ck.load_checkpoint(path)["step"] == 3
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "step-00000003.pt"
+    ck.atomic_save(_ckpt(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ck.CheckpointError, match="damaged"):
+        ck.load_checkpoint(path)
+
+
+def test_foreign_file_and_missing_file(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ck.CheckpointError, match="not an SPGNet checkpoint"):
+        ck.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ck.CheckpointError, match="not found"):
+        ck.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_incompatible_config_is_refused_naming_keys(tmp_path):
+    ckpt = _ckpt()
+    other = load_config("configs/synthetic.yaml", ["model.generator.style_dim=16", "train.lr=0.1"])
+    with pytest.raises(ck.CheckpointError, match="model.generator.style_dim"):
+        ck.check_compatible(ckpt, other, tmp_path / "x.pt")
+    ck.check_compatible(ckpt, load_config("configs/synthetic.yaml", ["train.lr=0.1"]), tmp_path / "x.pt")
+
+
+def test_rng_state_round_trip_through_weights_only_load(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)  # noqa: NPY002
+    random.seed(3)
+    state = ck.rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    ck.atomic_save({"format": ck.FORMAT, "rng": state}, tmp_path / "r.pt")
+    ck.set_rng_state(ck.load_checkpoint(tmp_path / "r.pt")["rng"])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])  # noqa: NPY002
+    assert random.random() == expected[2]
+
+
+def test_prune_keeps_newest(tmp_path):
+    for s in (1, 2, 3, 4):
+        ck.atomic_save(_ckpt(s), ck.checkpoint_path(tmp_path, s))
+    ck.prune(tmp_path, 2)
+    assert [p.name for p in ck.step_checkpoints(tmp_path)] == ["step-00000003.pt", "step-00000004.pt"]
+
+
+def test_run_folders_are_numbered_and_auto_resume_finds_newest(tmp_path):
+    a = new_run_folder(tmp_path, "syn")
+    b = new_run_folder(tmp_path, "other")
+    c = new_run_folder(tmp_path, "syn")
+    assert [p.name for p in (a, b, c)] == ["00000-syn", "00001-other", "00002-syn"]
+    assert numbered_runs(tmp_path, "syn") == [a, c]
+    ck.atomic_save(_ckpt(5), ck.checkpoint_path(a / "checkpoints", 5))
+    assert latest_checkpoint(tmp_path, "syn") == ck.checkpoint_path(a / "checkpoints", 5)
+    ck.atomic_save(_ckpt(2), ck.checkpoint_path(c / "checkpoints", 2))
+    assert latest_checkpoint(tmp_path, "syn") == ck.checkpoint_path(c / "checkpoints", 2)
+
+
+def test_sampler_shards_each_global_batch_and_resumes_mid_epoch():
+    single = ShardedEpochSampler(20, 4, seed=5)
+    single.set_epoch(1)
+    order = list(single)
+    assert sorted(order) == list(range(20))  # 20 // 4 = 5 full batches: everything once
+    ranks = [ShardedEpochSampler(20, 4, rank=r, world_size=2, seed=5) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(1)
+    shards = [list(s) for s in ranks]
+    for b in range(5):  # global batch b = rank 0's two samples then rank 1's
+        assert order[4 * b : 4 * b + 4] == shards[0][2 * b : 2 * b + 2] + shards[1][2 * b : 2 * b + 2]
+    single.set_epoch(1, start_batch=3)
+    assert list(single) == order[12:]
+    single.set_epoch(2)
+    assert list(single) != order
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, state: dict, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), torch.device("cpu"))
+    assert isinstance(bn[0], GlooSyncBatchNorm)
+    bn.load_state_dict(state)
+    part = x[2 * rank : 2 * rank + 2].clone().requires_grad_(True)
+    y = bn(part)
+    (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    out[rank] = (y.detach(), part.grad, bn[0].weight.grad.clone(), bn[0].running_var.clone())
+    dist.destroy_process_group()
+
+
+def test_gloo_sync_batchnorm_matches_full_batch_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 6) * 2 + 1
+    ref = nn.Sequential(nn.BatchNorm2d(3))
+    with torch.no_grad():
+        ref[0].weight.uniform_(0.5, 1.5)
+        ref[0].bias.uniform_(-1, 1)
+    state = {k: v.clone() for k, v in ref.state_dict().items()}
+    xr = x.clone().requires_grad_(True)
+    y = ref(xr)
+    weights = torch.arange(y[:2].numel(), dtype=y.dtype).view_as(y[:2])
+    (y * torch.cat([weights, weights])).sum().backward()
+
+    out = mp.Manager().dict()
+    mp.spawn(_sync_bn_worker, args=(_free_port(), x, state, out), nprocs=2, join=True)
+    y_sync = torch.cat([out[0][0], out[1][0]])
+    grad_sync = torch.cat([out[0][1], out[1][1]])
+    torch.testing.assert_close(y_sync, y.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_sync, xr.grad, atol=1e-4, rtol=1e-4)
+    # DDP averages parameter gradients over ranks; the losses here are sums, so the full-batch one is the sum
+    torch.testing.assert_close(out[0][2] + out[1][2], ref[0].weight.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out[0][3], ref[0].running_var, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,116 @@
+"""Checkpoints: atomic writes, safe loading, and a refusal to load weights into a different architecture.
+
+A checkpoint is a plain dict of tensors, numbers and strings, so `torch.load(weights_only=True)` reads it
+without unpickling arbitrary objects. It is written to a temporary file in the same folder, flushed to
+disk, then renamed over the target: a crash (or SIGKILL) during a save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.config import Config, architecture_mismatches
+
+FORMAT = "spgnet-checkpoint-v1"
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: damaged, foreign, or from an incompatible config."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with weights_only=True; a truncated or corrupt file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError depending on the damage
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (truncated or corrupt) and cannot be read: {err}. "
+            f"Earlier checkpoints of the run, if any, are in {path.parent}."
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an SPGNet checkpoint (format {FORMAT!r} expected)")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, cfg: Config, path: str | Path) -> None:
+    """Refuse a checkpoint whose network-shaping config keys differ from `cfg`, naming every such key."""
+    mismatches = architecture_mismatches(ckpt["config"], cfg)
+    if mismatches:
+        lines = "\n  ".join(mismatches)
+        raise CheckpointError(
+            f"checkpoint {path} was trained with a different architecture config; mismatching keys "
+            f"(checkpoint -> current):\n  {lines}"
+        )
+
+
+def step_checkpoints(folder: str | Path) -> list[Path]:
+    """`step-NNNNNNNN.pt` files of a run, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    return Path(folder) / f"step-{step:08d}.pt"
+
+
+def prune(folder: str | Path, keep: int) -> None:
+    for old in step_checkpoints(folder)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ random number generators
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step touches, in weights_only-loadable form (tensors and ints only)."""
+    np_state = np.random.get_state()  # noqa: NPY002 (the global legacy RNG is what libraries use)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(  # noqa: NPY002
+        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+         state["numpy_has_gauss"], state["numpy_gauss"])
+    )
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,234 @@
+"""The pair dataset over the release layout (DESIGN.md section 2): one sample per (source, target) pair of the
+pairs CSV, with images, keypoints, pose maps, one-hot parsing and, optionally, flow targets.
+
+    root/<image_dir>/<name>.jpg                        RGB images, all of image_size (H, W)
+    root/<annotation_file>                             keypoint CSV (data.annotations)
+    root/<pairs_file>                                  pairs CSV (from,to)
+    root/<parsing_dir>/<stem>.png                      single-channel uint8 CIHP labels
+    root/<flow_dir>/<from-stem>___<to-stem>.npz        optional: flow (2,H,W) float16, vis (H,W) uint8
+
+Every file the pairs need is checked at construction, and all missing ones are reported in one error, so a
+broken download fails in seconds rather than hours into a run.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from data.annotations import read_annotations, read_pairs
+from data.parsing import FLIP_LABELS, NUM_CIHP, check_merge, one_hot
+from data.pose import FLIP_JOINTS, is_missing
+from data.pose import encode_pose as encode_pose_maps
+
+# Each DataLoader worker decodes one image at a time; cv2's own thread pool on top of the workers would
+# oversubscribe the cores. Set at import, so the main process, forked and spawned workers all inherit it.
+cv2.setNumThreads(0)
+
+SHOW_MISSING = 20  # names listed per kind of missing file; the rest are counted
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not match the layout: missing, unreadable or mis-sized files."""
+
+
+def stem(name: str) -> str:
+    """Image name without its extension ('a/b.jpg' -> 'a/b'): the key of its parsing and flow files."""
+    return Path(name).with_suffix("").as_posix()
+
+
+def flow_file_name(src: str, tgt: str) -> str:
+    return f"{stem(src)}___{stem(tgt)}.npz"
+
+
+def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
+    """Mirror (..., 18, 2) (y, x) keypoints left-right: x -> W-1-x for present joints, then swap left and right
+    joints so that a left wrist stays a left wrist. Missing joints stay -1.
+
+    A present joint at x = W (just outside the frame) would map to x = -1, i.e. become missing; the -1
+    convention leaves no other choice.
+    """
+    flipped = keypoints.copy()
+    present = ~is_missing(keypoints)
+    flipped[..., 1] = np.where(present, width - 1 - keypoints[..., 1], keypoints[..., 1])
+    return flipped[..., FLIP_JOINTS, :]
+
+
+def _missing_report(kind: str, where: Path, names: list[str]) -> str:
+    shown = ", ".join(names[:SHOW_MISSING])
+    more = f" ... and {len(names) - SHOW_MISSING} more" if len(names) > SHOW_MISSING else ""
+    return f"  {len(names)} {kind} missing from {where}: {shown}{more}"
+
+
+def _missing_files(folder: Path, wanted: list[str], kind: str) -> str | None:
+    """One line of the construction report: the files of `wanted` that are not in `folder`, or None."""
+    if not folder.is_dir():
+        return f"  folder {folder} does not exist ({len(wanted)} {kind} expected there)"
+    present = set(os.listdir(folder))  # one listing instead of a stat per file: fast on network file systems
+    missing = [name for name in wanted if name not in present and not (folder / name).is_file()]
+    return _missing_report(kind, folder, missing) if missing else None
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """(source, target) pairs of one split. Sample dict (tensors are float32 unless noted):
+
+        src_image, tgt_image          (3,H,W) RGB in [-1, 1]
+        src_keypoints, tgt_keypoints  (18,2) (y, x), -1 missing
+        src_pose, tgt_pose            (30,H,W) pose maps (paper sec. 3.1), when encode_pose
+        src_parsing, tgt_parsing      (K,H,W) one-hot after the label merge
+        flow                          (2,H,W) target->source offsets (x, y), when flow_dir
+        vis                           (H,W) int64: 0 visible, 1 invisible, 2 background, when flow_dir
+        src_name, tgt_name            str, as in the pairs CSV
+
+    hflip_prob mirrors a whole pair (both images, parsing maps, keypoints and the flow) with that probability.
+    """
+
+    def __init__(self, root: str | Path, image_dir: str, annotation_file: str, pairs_file: str, parsing_dir: str,
+                 image_size: tuple[int, int], flow_dir: str | None = None, label_merge: Sequence[int] | None = None,
+                 heatmap: str = "gaussian", sigma: float = 6.0, radius: float = 8.0, kappa: float = -0.1,
+                 encode_pose: bool = True, hflip_prob: float = 0.0, max_pairs: int | None = None):
+        super().__init__()
+        root = Path(root)
+        self.image_dir = root / image_dir  # an absolute argument replaces root
+        self.parsing_dir = root / parsing_dir
+        self.flow_dir = root / flow_dir if flow_dir is not None else None
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.heatmap, self.sigma, self.radius, self.kappa = heatmap, sigma, radius, kappa
+        self.encode_pose = encode_pose
+        if not 0.0 <= hflip_prob <= 1.0:
+            raise ValueError(f"hflip_prob must lie in [0, 1], got {hflip_prob}")
+        self.hflip_prob = hflip_prob
+        if heatmap not in ("gaussian", "binary"):
+            raise ValueError(f"heatmap must be 'gaussian' or 'binary', got {heatmap!r}")
+
+        merge = check_merge(label_merge)  # (20,) CIHP id -> merged id
+        self.num_classes = int(merge.max()) + 1
+        # mirroring swaps left/right CIHP labels before the merge, folded into a second lookup table
+        self._label_tables = {False: merge, True: merge[list(FLIP_LABELS)]}
+
+        pairs = read_pairs(root / pairs_file)
+        if not pairs:
+            raise DatasetError(f"{root / pairs_file}: no pairs")
+        if max_pairs is not None:
+            if max_pairs < 1:
+                raise ValueError(f"max_pairs must be positive or None, got {max_pairs}")
+            pairs = pairs[:max_pairs]
+        self.pairs: list[tuple[str, str]] = pairs
+
+        annotation_path = root / annotation_file
+        annotations = read_annotations(annotation_path)
+        self._check_files(annotation_path, annotations)
+        names = list(dict.fromkeys(name for pair in pairs for name in pair))
+        # one (N,18,2) array and an index instead of N small arrays: fewer Python objects for the
+        # copy-on-write pages of forked workers to duplicate
+        self._keypoint_index = {name: i for i, name in enumerate(names)}
+        self._keypoints = np.stack([annotations[n] for n in names]).astype(np.float32)  # (N,18,2)
+
+    def _check_files(self, annotation_path: Path, annotations: dict[str, np.ndarray]) -> None:
+        """Every image, keypoint entry, parsing map (and flow file) the pairs need, all reported at once."""
+        names = list(dict.fromkeys(name for pair in self.pairs for name in pair))
+        problems = []
+        no_keypoints = [n for n in names if n not in annotations]
+        if no_keypoints:
+            problems.append(_missing_report("keypoint entries", annotation_path, no_keypoints))
+        problems.append(_missing_files(self.image_dir, names, "images"))
+        problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in names], "parsing maps"))
+        if self.flow_dir is not None:
+            flows = list(dict.fromkeys(flow_file_name(s, t) for s, t in self.pairs))
+            problems.append(_missing_files(self.flow_dir, flows, "flow files"))
+        problems = [p for p in problems if p]
+        if problems:
+            raise DatasetError(f"the {len(self.pairs)} pairs need files that are missing:\n" + "\n".join(problems))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        src, tgt = self.pairs[index]
+        flip = self.hflip_prob > 0 and float(torch.rand(())) < self.hflip_prob  # torch's RNG: seeded per worker
+        h, w = self.image_size
+        keypoints = self._keypoints[[self._keypoint_index[src], self._keypoint_index[tgt]]]  # (2,18,2)
+        if flip:
+            keypoints = flip_keypoints(keypoints, w)
+        keypoints = torch.from_numpy(keypoints)
+        sample = {
+            "src_image": self._image(src, flip),
+            "tgt_image": self._image(tgt, flip),
+            "src_keypoints": keypoints[0],
+            "tgt_keypoints": keypoints[1],
+            "src_parsing": self._parsing(src, flip),
+            "tgt_parsing": self._parsing(tgt, flip),
+            "src_name": src,
+            "tgt_name": tgt,
+        }
+        if self.encode_pose:
+            # both poses in one batched call
+            pose = encode_pose_maps(keypoints, h, w, mode=self.heatmap, sigma=self.sigma, radius=self.radius,
+                                    kappa=self.kappa)  # (2,30,H,W)
+            sample["src_pose"], sample["tgt_pose"] = pose[0], pose[1]
+        if self.flow_dir is not None:
+            sample["flow"], sample["vis"] = self._flow(src, tgt, flip)
+        return sample
+
+    def _check_size(self, path: Path, shape: tuple[int, ...], what: str) -> None:
+        if tuple(shape[:2]) != self.image_size:
+            h, w = self.image_size
+            raise DatasetError(f"{path}: {what} is {shape[0]}x{shape[1]} (HxW), expected {h}x{w} (data.image_size)")
+
+    def _image(self, name: str, flip: bool) -> torch.Tensor:
+        """(3,H,W) float32 RGB in [-1, 1]."""
+        path = self.image_dir / name
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H,W,3) uint8 BGR, None when unreadable
+        if image is None:
+            raise DatasetError(f"{path}: cannot read the image (missing, unreadable or corrupt file)")
+        self._check_size(path, image.shape, "image")
+        if flip:
+            image = cv2.flip(image, 1)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = torch.from_numpy(image).permute(2, 0, 1)  # (3,H,W) uint8 view
+        return image.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
+
+    def _parsing(self, name: str, flip: bool) -> torch.Tensor:
+        """(K,H,W) float32 one-hot of the merged labels."""
+        path = self.parsing_dir / (stem(name) + ".png")
+        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (H,W) uint8
+        if labels is None:
+            raise DatasetError(f"{path}: cannot read the parsing map (missing, unreadable or corrupt file)")
+        if labels.ndim != 2:
+            raise DatasetError(f"{path}: parsing map must be a single-channel label PNG, got shape {labels.shape}")
+        self._check_size(path, labels.shape, "parsing map")
+        top = int(labels.max())
+        if top >= NUM_CIHP:
+            raise DatasetError(f"{path}: label {top} is not a CIHP label (0..{NUM_CIHP - 1})")
+        if flip:
+            labels = cv2.flip(labels, 1)
+        merged = torch.from_numpy(self._label_tables[flip][labels])  # (H,W) int64
+        return one_hot(merged, self.num_classes)
+
+    def _flow(self, src: str, tgt: str, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """flow (2,H,W) float32 target->source (x, y) offsets and vis (H,W) int64."""
+        path = self.flow_dir / flow_file_name(src, tgt)
+        try:
+            with np.load(path) as data:
+                flow, vis = data["flow"], data["vis"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise DatasetError(f"{path}: cannot read the flow file ({err}); expected an .npz with 'flow' "
+                               "(2,H,W) and 'vis' (H,W)") from err
+        h, w = self.image_size
+        if flow.shape != (2, h, w) or vis.shape != (h, w):
+            raise DatasetError(f"{path}: flow {flow.shape} / vis {vis.shape}, expected (2, {h}, {w}) / ({h}, {w})")
+        if vis.size and int(vis.max()) > 2:
+            raise DatasetError(f"{path}: vis label {int(vis.max())} is not 0 visible / 1 invisible / 2 background")
+        if flip:
+            # mirrored target pixel (i, W-1-j) comes from mirrored source column W-1-(j+fx) = (W-1-j) - fx
+            flow, vis = flow[:, :, ::-1], vis[:, ::-1]
+        flow = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))  # one copy: layout and dtype
+        if flip:
+            flow[0].neg_()
+        return flow, torch.from_numpy(np.ascontiguousarray(vis, dtype=np.int64))

@@ -1,0 +1,70 @@
+"""Config -> datasets and DataLoaders (the only place that maps `cfg.data` / `cfg.pose` onto PairDataset)."""
+
+from __future__ import annotations
+
+import torch
+
+from data.datasets import PairDataset
+from data.parsing import PRESET_MERGES, num_classes
+from utils.config import Config, ConfigError
+
+
+def label_merge(cfg: Config) -> list[int] | None:
+    """The configured CIHP-20 -> K table, or None for the identity."""
+    merge = cfg.data.label_merge
+    if isinstance(merge, str):
+        if merge not in PRESET_MERGES:
+            known = ", ".join(sorted(PRESET_MERGES))
+            raise ConfigError(f"key 'data.label_merge' = {merge!r} is not a preset ({known}) or a list")
+        merge = PRESET_MERGES[merge]
+    return list(merge)
+
+
+def num_labels(cfg: Config) -> int:
+    """K, the number of parsing classes the networks see."""
+    return num_classes(label_merge(cfg))
+
+
+def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool | None = None,
+                  augment: bool = False, pairs_file: str | None = None) -> PairDataset:
+    """The train or test pair dataset of the configured layout (DESIGN.md section 2)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    d = cfg.data
+    image_dir = d.train_dir if split == "train" else d.test_dir
+    if with_flow is None:
+        with_flow = d.use_flow_files
+    return PairDataset(
+        root=d.root,
+        image_dir=image_dir,
+        annotation_file=d.annotation_train if split == "train" else d.annotation_test,
+        pairs_file=pairs_file or (d.pairs_train if split == "train" else d.pairs_test),
+        parsing_dir=image_dir + d.parsing_suffix,
+        image_size=tuple(d.image_size),
+        flow_dir=image_dir + d.flow_suffix if with_flow else None,
+        label_merge=label_merge(cfg),
+        heatmap=cfg.pose.heatmap,
+        sigma=cfg.pose.sigma,
+        radius=cfg.pose.radius,
+        kappa=cfg.pose.kappa,
+        encode_pose=not (cfg.pose.encode_on_device or cfg.pose.learnable_kappa),
+        hflip_prob=d.hflip_prob if augment else 0.0,
+        max_pairs=max_pairs if max_pairs is not None else (d.max_train_pairs if split == "train" else d.max_test_pairs),
+    )
+
+
+def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
+                 sampler: torch.utils.data.Sampler | None = None, shuffle: bool = False,
+                 drop_last: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Persistent workers and a prefetch depth that keeps a GPU fed; pinned memory when training on CUDA."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle if sampler is None else False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

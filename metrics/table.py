@@ -1,0 +1,120 @@
+"""Metric names, labels and protocol notes, and the files evaluate.py writes: a markdown table (stdout),
+metrics.json, metrics.csv and per_image.csv.
+
+metrics.json keeps the values under "metrics" (scripts/report.py reads data.get("metrics", data)) and everything
+needed to read them beside: the image count, the weights, the FID protocol, one protocol note per metric.
+Values from randomly initialised backbones (FID, LPIPS with --weights random) are labelled as such in the table
+and in "labels"; they only show that the pipeline runs and are not comparable to published numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh")
+LABELS = {"ssim": "SSIM", "mssim": "Mask-SSIM", "fid": "FID", "lpips": "LPIPS", "mlpips": "Mask-LPIPS",
+          "pckh": "PCKh"}
+HIGHER_IS_BETTER = {"ssim": True, "mssim": True, "fid": False, "lpips": False, "mlpips": False, "pckh": True}
+BACKBONE = {"fid": "Inception", "lpips": "AlexNet trunk", "mlpips": "AlexNet trunk"}
+# what the papers report per dataset (SPGNet Tables 1-2): the mask metrics are Market-1501's
+DEFAULT_METRICS = {
+    "market": ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh"),
+    "synthetic_market": ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh"),
+}
+DEFAULT_OTHER = ("ssim", "fid", "lpips", "pckh")
+
+
+def default_metrics(dataset_name: str) -> tuple[str, ...]:
+    return DEFAULT_METRICS.get(dataset_name, DEFAULT_OTHER)
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """'ssim,fid' -> ('ssim', 'fid') in canonical order; unknown names are an error naming them."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"--metrics {text!r}: unknown {unknown}; choose from {','.join(METRICS)}")
+    return tuple(m for m in METRICS if m in names)
+
+
+@dataclass
+class MetricResult:
+    key: str  # one of METRICS
+    value: float
+    count: int  # images (pairs) that entered the value; for PCKh the pairs used
+    protocol: str  # how it was computed, in words
+    random_backbone: bool = False
+
+    @property
+    def label(self) -> str:
+        base = LABELS[self.key]
+        if self.random_backbone:
+            return f"{base} (RANDOM-INIT {BACKBONE[self.key]}: not comparable to published numbers)"
+        return base
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}"
+
+
+def markdown_table(results: Sequence[MetricResult], info: Mapping[str, object]) -> str:
+    arrows = {True: "higher", False: "lower"}
+    lines = [
+        f"Evaluated {info.get('images')} generated images ({info.get('generated')}); weights: {info.get('weights')}; "
+        f"FID protocol: {info.get('fid_protocol')}",
+        "",
+        "| Metric | Value | Better | Images | Protocol |",
+        "|---|---:|---|---:|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r.label} | {_fmt(r.value)} | {arrows[HIGHER_IS_BETTER[r.key]]} | {r.count} | {r.protocol} |")
+    return "\n".join(lines)
+
+
+def metrics_json(results: Sequence[MetricResult], info: Mapping[str, object]) -> dict:
+    return {
+        "metrics": {r.key: r.value for r in results},
+        **info,
+        "labels": {r.key: r.label for r in results},
+        "counts": {r.key: r.count for r in results},
+        "protocols": {r.key: r.protocol for r in results},
+    }
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_outputs(out_dir: str | Path, results: Sequence[MetricResult], info: Mapping[str, object],
+                  per_image: Sequence[Mapping[str, object]], per_image_columns: Sequence[str]) -> dict[str, Path]:
+    """metrics.json, metrics.csv and per_image.csv in out_dir. Both CSVs carry the image count, the weights and
+    the FID protocol as columns, so a CSV read on its own still says what it measured."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "per_image": out / "per_image.csv"}
+    paths["json"].write_text(json.dumps(_json_safe(metrics_json(results, info)), indent=2) + "\n")
+    common = {"images": info.get("images"), "weights": info.get("weights"), "fid_protocol": info.get("fid_protocol")}
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "label", "value", "count", "protocol", *common])
+        for r in results:
+            writer.writerow([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()])
+    with paths["per_image"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*per_image_columns, *common])
+        writer.writeheader()
+        for row in per_image:
+            writer.writerow({**{k: row.get(k, "") for k in per_image_columns}, **common})
+    return paths

@@ -1,0 +1,95 @@
+"""Fetch the pretrained backbones into the torch hub cache, with checksums.
+
+    python scripts/download_weights.py vgg19                 # the perceptual loss
+    python scripts/download_weights.py inception_torchvision alexnet
+    python scripts/download_weights.py --all --dir /somewhere/checkpoints
+
+Names: vgg19, inception_torchvision (FID, pose-transfer protocol), inception_fid (FID, pytorch-fid protocol),
+alexnet (LPIPS). Files land in $TORCH_HOME/hub/checkpoints (torch.hub.get_dir()/checkpoints, where
+utils.weights looks) under the names torchvision and pytorch-fid use, so either library finds them too.
+Each download goes to a temporary file first and is verified against the SHA-256 prefix its official file name
+carries (torch.hub's check); a mismatching or interrupted download is removed. A file already present is
+verified, not fetched again. Exit status 1 when any name failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash  # noqa: E402
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """url -> dest through a temporary file in dest's folder (renamed only when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out, length=1 << 20)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(name: str, directory: Path) -> Path:
+    """Fetch (unless present) and verify one known checkpoint; DownloadError with a clear message otherwise."""
+    info = KNOWN_WEIGHTS[name]
+    dest = directory / info.filename
+    if dest.is_file():
+        if verify_hash(name, dest):
+            print(f"{name}: {dest} present, checksum ok")
+            return dest
+        raise DownloadError(f"{name}: {dest} exists but its SHA-256 does not start with {info.sha256_prefix}; "
+                            "delete it and run again")
+    print(f"{name}: fetching {info.url} -> {dest}")
+    try:
+        fetch(info.url, dest)
+    except (OSError, ValueError) as err:  # URLError/HTTPError/timeouts are OSErrors
+        raise DownloadError(f"{name}: download of {info.url} failed ({type(err).__name__}: {err}). Without network "
+                            f"access, copy {info.filename} into {directory} by other means") from err
+    if not verify_hash(name, dest):
+        dest.unlink(missing_ok=True)
+        raise DownloadError(f"{name}: checksum mismatch for {info.url} (SHA-256 should start with "
+                            f"{info.sha256_prefix}); the download was removed")
+    print(f"{name}: ok")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help=f"any of: {', '.join(KNOWN_WEIGHTS)}")
+    p.add_argument("--all", action="store_true", help="every known checkpoint")
+    p.add_argument("--dir", type=Path, default=None, help="target folder (default: torch.hub.get_dir()/checkpoints)")
+    args = p.parse_args(argv)
+    names = list(KNOWN_WEIGHTS) if args.all else args.names
+    if not names:
+        p.error("name at least one checkpoint, or pass --all")
+    unknown = [n for n in names if n not in KNOWN_WEIGHTS]
+    if unknown:
+        p.error(f"unknown name(s) {unknown}; known: {', '.join(KNOWN_WEIGHTS)}")
+    directory = args.dir or cache_dir()
+    failed = 0
+    for name in names:
+        try:
+            download(name, directory)
+        except DownloadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

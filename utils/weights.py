@@ -1,0 +1,120 @@
+"""Pretrained backbone weights (VGG19, Inception-v3 x2, AlexNet) from the torch hub cache or an explicit path.
+
+Nothing here downloads: a missing file raises MissingWeightsError naming the file, every path searched and the
+command that fetches it (`python scripts/download_weights.py <name>`, which verifies the checksum). File names are
+the ones torchvision and pytorch-fid use, so a cache filled by either library is found as is.
+
+Checksums: torchvision and pytorch-fid publish no full SHA-256 for these files; they embed the first hex digits of
+the SHA-256 in the file name (`vgg19-dcbb9e9d.pth`), and torch.hub's `check_hash` compares exactly that prefix.
+We do the same: `sha256_prefix` is the part after the last '-' of the file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.models as tv_models
+from pytorch_fid.inception import FID_WEIGHTS_URL
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One known checkpoint: its cache file name, where to fetch it, the SHA-256 prefix the file name embeds."""
+
+    name: str
+    filename: str
+    url: str
+    sha256_prefix: str
+    description: str
+
+
+def _info(name: str, filename: str, url: str, description: str) -> WeightsInfo:
+    if not url.endswith("/" + filename):
+        raise RuntimeError(f"{name}: the library's URL {url} no longer names {filename}; update utils/weights.py")
+    prefix = filename.rsplit("-", 1)[1].split(".")[0]  # torch.hub's HASH_REGEX r"-([a-f0-9]*)\."
+    return WeightsInfo(name, filename, url, prefix, description)
+
+
+# URLs straight from the libraries that publish the files (torchvision's weight enums, pytorch-fid's constant),
+# so they stay right if a host moves; the file names are pinned here because the cache lookup depends on them
+KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
+    w.name: w
+    for w in (
+        _info("vgg19", "vgg19-dcbb9e9d.pth", tv_models.VGG19_Weights.IMAGENET1K_V1.url,
+              "torchvision VGG19 (ImageNet): the perceptual loss"),
+        _info("inception_torchvision", "inception_v3_google-0cc3c7bd.pth",
+              tv_models.Inception_V3_Weights.IMAGENET1K_V1.url,
+              "torchvision Inception-v3 (ImageNet): the pose-transfer FID protocol (GFLA's script)"),
+        _info("inception_fid", "pt_inception-2015-12-05-6726825d.pth", FID_WEIGHTS_URL,
+              "pytorch-fid's FID Inception (TF 2015-12-05 graph): the standard FID protocol"),
+        _info("alexnet", "alexnet-owt-7be5be79.pth", tv_models.AlexNet_Weights.IMAGENET1K_V1.url,
+              "torchvision AlexNet (ImageNet): the LPIPS backbone"),
+    )
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A checkpoint file is not where we looked; the message says where we looked and how to fetch it."""
+
+
+def weights_info(name: str) -> WeightsInfo:
+    if name not in KNOWN_WEIGHTS:
+        raise KeyError(f"unknown weights {name!r}; known: {', '.join(KNOWN_WEIGHTS)}")
+    return KNOWN_WEIGHTS[name]
+
+
+def cache_dir() -> Path:
+    """torch.hub's checkpoint cache: $TORCH_HOME/hub/checkpoints (TORCH_HOME read at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_path(name: str) -> Path:
+    return cache_dir() / weights_info(name).filename
+
+
+def find_weights(name: str, path: str | os.PathLike | None = None) -> Path:
+    """The file to load: `path` when given (must exist), else the hub cache. MissingWeightsError otherwise."""
+    info = weights_info(name)
+    searched = [Path(path)] if path is not None else [cached_path(name)]
+    for candidate in searched:
+        if candidate.is_file():
+            return candidate
+    where = "\n".join(f"  {p}" for p in searched)
+    raise MissingWeightsError(
+        f"{info.description}: weights file {info.filename} not found. Searched:\n{where}\n"
+        f"Fetch it with `python scripts/download_weights.py {name}` (into {cache_dir()}; set TORCH_HOME to change "
+        "the cache), or pass an explicit path to a copy of the file."
+    )
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_hash(name: str, path: str | os.PathLike) -> bool:
+    """True when the file's SHA-256 starts with the prefix its official file name embeds (torch.hub's check)."""
+    return sha256_of(path).startswith(weights_info(name).sha256_prefix)
+
+
+def load_state_dict(name: str, path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
+    """State dict of the known checkpoint `name`, from `path` or the torch hub cache, on the CPU.
+
+    torch.load(weights_only=True): tensors only, no pickled code runs. The hash is not re-checked on every load
+    (hashing VGG19's 548 MB per run would cost seconds); scripts/download_weights.py checks it when fetching.
+    """
+    file = find_weights(name, path)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign file: say which
+        raise ValueError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: expected a state dict, got {type(state).__name__}")
+    return state

@@ -1,0 +1,58 @@
+"""Config -> networks. The networks themselves take explicit constructor arguments; this is the one place
+that reads `cfg.model` (EDM's rule: no config object is passed into a layer)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from data.loaders import num_labels
+from data.pose import NUM_JOINTS, NUM_LIMBS
+from models import build_generator
+from models.discriminator import PatchDiscriminator
+from models.flow import FlowNet
+from models.spatn import SPATN
+from utils.config import Config
+
+POSE_CHANNELS = NUM_JOINTS + NUM_LIMBS  # 30: 18 joint heatmaps + 12 limb distance maps
+
+
+def build_spatn(cfg: Config) -> SPATN:
+    """SPATN (source parsing in) or SPATN* (source image in, `model.spatn.input: image`)."""
+    m, k = cfg.model.spatn, num_labels(cfg)
+    in_channels = k if m.input == "parsing" else 3
+    return SPATN(in_channels=in_channels, num_classes=k, pose_channels=POSE_CHANNELS, ngf=m.ngf,
+                 n_blocks=m.n_blocks, n_downsampling=m.n_downsampling, norm=m.norm)
+
+
+def build_flow(cfg: Config) -> FlowNet:
+    m = cfg.model.flow
+    return FlowNet(pose_channels=POSE_CHANNELS, base_channels=m.base_channels, max_channels=m.max_channels,
+                   n_scales=m.n_scales, flow_scale=m.flow_scale, norm=m.norm)
+
+
+def build_spgnet(cfg: Config) -> nn.Module:
+    """The stage-2 generator of the configured variant (paper Table 3)."""
+    m = cfg.model.generator
+    return build_generator(
+        m.variant,
+        num_classes=num_labels(cfg),
+        image_size=tuple(cfg.data.image_size),
+        pose_channels=POSE_CHANNELS,
+        base_channels=m.base_channels,
+        max_channels=m.max_channels,
+        n_scales=m.n_scales,
+        n_res_blocks=m.n_res_blocks,
+        n_warp_scales=m.n_warp_scales,
+        style_dim=m.style_dim,
+    )
+
+
+def build_discriminator(cfg: Config) -> PatchDiscriminator:
+    m = cfg.model.discriminator
+    return PatchDiscriminator(in_channels=3 + 3 + POSE_CHANNELS, ndf=m.ndf, n_layers=m.n_layers, norm=m.norm)
+
+
+def build_all(cfg: Config) -> dict[str, nn.Module]:
+    """Every network of the joint stage, by checkpoint key."""
+    return {"spatn": build_spatn(cfg), "generator": build_spgnet(cfg), "discriminator": build_discriminator(cfg),
+            "flow": build_flow(cfg)}

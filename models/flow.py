@@ -1,0 +1,163 @@
+"""Flow module (paper sec. 3.2, eq. 5): target->source appearance flow and visibility from two pose maps.
+
+Conventions shared by the whole code base:
+- A flow is (B,2,h,w), channel 0 = x (column) offset, channel 1 = y (row) offset, in the pixels of the map it
+  lives on, pointing from the TARGET to the SOURCE: target pixel (i, j) takes the source value at
+  (i + fy, j + fx). `warp` applies it; `downsample_flow` brings a full-resolution flow to a smaller map.
+- Visibility labels (B,h,w) long: 0 visible, 1 invisible (self-occluded in the source), 2 background.
+  `downsample_visibility` min-pools them, so a coarse pixel is visible when any pixel under it is
+  (priority visible > invisible > background, as the generator's gating expects).
+
+FlowNet stands in for Intr-Flow's flow-regression UNet, which the authors load pretrained and frozen: the
+input is cat[source pose, target pose], the output a flow at every decoder scale plus 3-class visibility
+logits at full resolution. Network outputs are multiplied by `flow_scale` (20, as Intr-Flow) to give
+full-resolution pixels, then by the scale's size ratio to give that scale's pixels (see `FlowNet`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.spatn import conv_norm_relu
+
+# --------------------------------------------------------------------------------------- flow utilities
+
+
+def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp a feature map by a target->source flow (paper eq. 5, the sampling part of F_W).
+
+    features (B,C,h,w); flow (B,2,h,w) (x, y) in this map's pixels. Output pixel (i, j) is the bilinear sample
+    of `features` at (i + fy, j + fx), zero outside the map (bilinear weights towards outside pixels count as
+    zeros). Sampling happens at exact pixel coordinates (align_corners=True semantics), so an integer flow moves
+    features by exactly that many pixels.
+    """
+    if features.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"warp: expected features (B,C,h,w) and flow (B,2,h,w), got {tuple(features.shape)} "
+                         f"and {tuple(flow.shape)}")
+    b, _, h, w = features.shape
+    if flow.shape[0] != b or flow.shape[2:] != features.shape[2:]:
+        raise ValueError(f"warp: flow {tuple(flow.shape)} does not match features {tuple(features.shape)}")
+    # at least float32: half/bfloat16 coordinates cannot resolve sub-pixel positions on a 256-pixel axis
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    flow = flow.to(dtype)
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)  # (1,h,1)
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)  # (1,1,w)
+    # pixel p -> (2p + 1)/n - 1 with align_corners=False unnormalises back to exactly p: the same sampling as
+    # align_corners=True's p -> 2p/(n-1) - 1, but also defined for a 1-pixel axis (n - 1 = 0)
+    x = (2.0 * (xs + flow[:, 0]) + 1.0) / w - 1.0  # (B,h,w)
+    y = (2.0 * (ys + flow[:, 1]) + 1.0) / h - 1.0
+    grid = torch.stack([x, y], dim=-1)  # (B,h,w,2), grid_sample wants (x, y) last
+    out = F.grid_sample(features.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.to(features.dtype)
+
+
+def downsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Full-resolution flow (B,2,H,W) in pixels -> (B,2,h,w) in the pixels of the (h, w) map.
+
+    Area average (an exact block mean when H/h and W/w are integers), then x scaled by w/W and y by h/H:
+    the displacement keeps its length in image units, measured in the small map's pixels.
+    """
+    _, _, height, width = flow.shape
+    h, w = size
+    small = F.adaptive_avg_pool2d(flow, (h, w))  # (B,2,h,w)
+    scale = flow.new_tensor([w / width, h / height]).view(1, 2, 1, 1)
+    return small * scale
+
+
+def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Visibility labels (B,H,W) long -> (B,h,w) long by min-pooling (0 visible beats 1 invisible beats 2
+    background): a coarse cell that covers any visible body pixel must still sample the source."""
+    if vis.dim() != 3:
+        raise ValueError(f"downsample_visibility: expected labels (B,H,W), got {tuple(vis.shape)}")
+    negated = -vis.unsqueeze(1).float()  # (B,1,H,W); labels 0..2 are exact in float32
+    return (-F.adaptive_max_pool2d(negated, tuple(size))).squeeze(1).long()  # (B,h,w)
+
+
+# ------------------------------------------------------------------------------------------- network
+
+
+class FlowOutput(NamedTuple):
+    flow: torch.Tensor  # (B,2,H,W) target->source, full-resolution pixels (x, y) == flows[-1]
+    flows: list[torch.Tensor]  # coarse to fine, (B,2,h_l,w_l) each in its own scale's pixels
+    vis_logits: torch.Tensor  # (B,3,H,W): visible, invisible, background
+
+
+class FlowNet(nn.Module):
+    """Flow-regression UNet over cat[source pose, target pose] (Intr-Flow's flow module, paper eq. 5).
+
+    Levels l = 0 (full resolution) .. n_scales-1 (coarsest, H / 2^(n_scales-1)), width min(base * 2^l, max).
+    The decoder predicts a raw 2-channel map r_l at every level, coarse to fine, each a residual on the
+    upsampled coarser one (r_l = up(r_{l+1}) + head_l(features_l)). r_l is the flow in full-resolution pixels
+    divided by `flow_scale`, at every level, so upsampling it needs no rescaling; the flow in level l's own
+    pixels is r_l * flow_scale * (w_l / W, h_l / H) per axis, i.e. r_l * flow_scale / 2^l when the sides
+    divide by 2^l (the convention of `downsample_flow`, which builds the targets). The finest prediction is at
+    full resolution; visibility logits come from the finest decoder features. Sides that do not divide by
+    2^(n_scales-1) work too: each upsampling interpolates to the size of its skip connection.
+    """
+
+    def __init__(self, pose_channels: int = 30, base_channels: int = 32, max_channels: int = 256, n_scales: int = 5,
+                 flow_scale: float = 20.0, norm: str = "batch"):
+        super().__init__()
+        if n_scales < 1:
+            raise ValueError(f"FlowNet: n_scales must be >= 1, got {n_scales}")
+        self.n_scales, self.flow_scale = n_scales, float(flow_scale)
+        widths = [min(base_channels * 2**level, max_channels) for level in range(n_scales)]
+        self.widths = widths
+
+        # encoder: level 0 keeps the resolution, each further level halves it with a stride-2 conv
+        self.encoder = nn.ModuleList()
+        in_ch = 2 * pose_channels
+        for level, ch in enumerate(widths):
+            stride = 1 if level == 0 else 2
+            self.encoder.append(nn.Sequential(conv_norm_relu(in_ch, ch, 3, norm, stride=stride),
+                                              conv_norm_relu(ch, ch, 3, norm)))
+            in_ch = ch
+
+        # decoder level l sees cat[upsampled level-(l+1) features, skip l, upsampled coarse raw flow]
+        self.decoder = nn.ModuleList(
+            nn.Sequential(conv_norm_relu(widths[level + 1] + widths[level] + 2, widths[level], 3, norm),
+                          conv_norm_relu(widths[level], widths[level], 3, norm))
+            for level in range(n_scales - 1)
+        )
+        self.flow_heads = nn.ModuleList(nn.Conv2d(ch, 2, 3, padding=1) for ch in widths)
+        self.vis_head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        for head in self.flow_heads:
+            # start close to the zero flow (identity warp) while keeping every gradient path alive
+            with torch.no_grad():
+                head.weight.mul_(0.1)
+                head.bias.zero_()
+
+    def forward(self, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> FlowOutput:
+        """src_pose, tgt_pose (B,P,H,W) -> FlowOutput (target->source flow, per-scale flows, visibility)."""
+        if src_pose.shape != tgt_pose.shape:
+            raise ValueError(f"FlowNet: source pose {tuple(src_pose.shape)} and target pose "
+                             f"{tuple(tgt_pose.shape)} differ")
+        height, width = src_pose.shape[2:]
+        x = torch.cat([src_pose, tgt_pose], dim=1)  # (B,2P,H,W)
+        skips = []
+        for block in self.encoder:
+            x = block(x)  # (B,C_l,H_l,W_l)
+            skips.append(x)
+
+        feat = skips[-1]
+        raw = self.flow_heads[-1](feat)  # (B,2,H_L,W_L) full-res pixels / flow_scale
+        raws = [raw]
+        for level in reversed(range(self.n_scales - 1)):
+            skip = skips[level]
+            size = skip.shape[2:]
+            feat = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+            raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
+            feat = self.decoder[level](torch.cat([feat, skip, raw], dim=1))  # (B,C_l,H_l,W_l)
+            raw = raw + self.flow_heads[level](feat)
+            raws.append(raw)
+
+        flows = []
+        for r in raws:  # coarse to fine
+            h, w = r.shape[2:]
+            scale = r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1)
+            flows.append(r * scale)  # (B,2,h,w) in this scale's pixels
+        return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))

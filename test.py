@@ -1,0 +1,148 @@
+"""Generate target images for a test pair list: SPATN predicts the target parsing, SPGNet renders with it.
+
+    python test.py --config configs/deepfashion.yaml --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt
+    python test.py ... --out results/df --pairs my-pairs.csv --grids --parsing --skip-existing
+
+Writes one image per pair, `<from-stem>___<to-stem>.png` (the naming the field's evaluation scripts read),
+into --out (default: <run folder>/test-<step>/images). `--grids` adds side-by-side pictures
+(source | target pose | predicted parsing | generated | ground truth) and `--parsing` the predicted parsing
+maps as colour PNGs. Then: python evaluate.py --generated <out>/images --dataset-config <config>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from data.loaders import build_dataset, build_loader
+from models.build import build_flow, build_spatn, build_spgnet
+from models.pose_encoding import PoseEncoder
+from utils import checkpoint as ck
+from utils.config import ConfigError, load_config
+from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
+
+
+def output_name(src_name: str, tgt_name: str) -> str:
+    return f"{Path(src_name).stem}___{Path(tgt_name).stem}.png"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="dataset/model YAML (the data paths are read from it)")
+    p.add_argument("--checkpoint", required=True, help="a joint-stage checkpoint (step-*.pt)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.root=/data/df")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/test-<step>)")
+    p.add_argument("--pairs", default=None, help="pairs CSV (from,to); default: the config's test pairs")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--grids", action="store_true", help="also write comparison grids")
+    p.add_argument("--parsing", action="store_true", help="also write predicted parsing maps (colour PNG)")
+    p.add_argument("--skip-existing", action="store_true", help="skip pairs whose output image exists")
+    p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
+
+
+def refuse_dataset_folder(out: Path, cfg) -> None:
+    """Never write generated images into (or over) a folder of real images."""
+    root = Path(cfg.data.root).resolve()
+    for sub in (cfg.data.train_dir, cfg.data.test_dir, cfg.data.train_dir + cfg.data.parsing_suffix,
+                cfg.data.test_dir + cfg.data.parsing_suffix):
+        real = (root / sub).resolve()
+        if out == real or real in out.parents or out in real.parents or out == root:
+            raise ConfigError(f"--out {out} is (inside) the dataset folder {real}: refusing to write there")
+
+
+@torch.no_grad()
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ckpt_path = Path(args.checkpoint)
+    ckpt = ck.load_checkpoint(ckpt_path)
+    ck.check_compatible(ckpt, cfg, ckpt_path)
+    if "generator" not in ckpt["models"]:
+        raise ck.CheckpointError(f"{ckpt_path} is a flow-module checkpoint; test.py needs a joint-stage one")
+
+    spatn, gen = build_spatn(cfg), build_spgnet(cfg)
+    spatn.load_state_dict(ckpt["models"]["spatn"])
+    gen.load_state_dict(ckpt["models"]["generator"])
+    spatn, gen = spatn.to(device).eval(), gen.to(device).eval()
+    flow_net = None
+    if cfg.model.flow.source == "net":
+        if "flow" not in ckpt["models"]:
+            raise ck.CheckpointError(f"{ckpt_path} holds no flow module; set model.flow.source=files")
+        flow_net = build_flow(cfg)
+        flow_net.load_state_dict(ckpt["models"]["flow"])
+        flow_net = flow_net.to(device).eval()
+    h, w = cfg.data.image_size
+    pose_encoder = None
+    if cfg.pose.encode_on_device or cfg.pose.learnable_kappa:
+        pose_encoder = PoseEncoder(h, w, cfg.pose.heatmap, cfg.pose.sigma, cfg.pose.radius, cfg.pose.kappa,
+                                   cfg.pose.learnable_kappa)
+        if "pose_encoder" in ckpt["models"]:
+            pose_encoder.load_state_dict(ckpt["models"]["pose_encoder"])
+        pose_encoder = pose_encoder.to(device)
+
+    pairs = str(Path(args.pairs).resolve()) if args.pairs else None
+    dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs)
+    indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
+    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"test-{ckpt['step']:08d}"
+    out = out.resolve()
+    refuse_dataset_folder(out, cfg)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    if args.grids:
+        (out / "grids").mkdir(exist_ok=True)
+    if args.parsing:
+        (out / "parsing").mkdir(exist_ok=True)
+    if args.skip_existing:
+        names = dataset.pairs if hasattr(dataset, "pairs") else None
+        if names is not None:
+            indices = [i for i in indices if not (images_dir / output_name(*names[i])).is_file()]
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = build_loader(subset, args.batch_size or cfg.test.batch_size,
+                          cfg.data.num_workers if args.workers is None else args.workers,
+                          pin_memory=device.type == "cuda")
+    for batch in tqdm(loader, desc="test", dynamic_ncols=True):
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if pose_encoder is not None:
+            batch["src_pose"] = pose_encoder(batch["src_keypoints"])
+            batch["tgt_pose"] = pose_encoder(batch["tgt_keypoints"])
+        source = batch["src_parsing"] if cfg.model.spatn.input == "parsing" else batch["src_image"]
+        logits = spatn(source, batch["src_pose"], batch["tgt_pose"])  # (B,K,H,W)
+        parsing = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).float()
+        if flow_net is None:
+            flow, vis = batch["flow"], batch["vis"]
+        else:
+            f = flow_net(batch["src_pose"], batch["tgt_pose"])
+            flow, vis = f.flow, f.vis_logits.argmax(1)
+        fake = gen(batch["src_image"], batch["tgt_pose"], batch["src_parsing"], parsing, flow, vis)  # (B,3,H,W)
+        generated = to_uint8(fake)
+        grid_cols = None
+        if args.grids:
+            grid_cols = [to_uint8(batch["src_image"]), pose_picture(batch["tgt_pose"]), parsing_picture(logits),
+                         generated, to_uint8(batch["tgt_image"])]
+        colour_parsing = parsing_picture(logits) if args.parsing else None
+        for i, (src_name, tgt_name) in enumerate(zip(batch["src_name"], batch["tgt_name"])):
+            name = output_name(src_name, tgt_name)
+            cv2.imwrite(str(images_dir / name), generated[i][..., ::-1])
+            if grid_cols is not None:
+                cv2.imwrite(str(out / "grids" / name), comparison_grid([c[i : i + 1] for c in grid_cols])[..., ::-1])
+            if colour_parsing is not None:
+                cv2.imwrite(str(out / "parsing" / name), colour_parsing[i][..., ::-1])
+    print(f"wrote {len(indices)} images to {images_dir}")
+    return images_dir
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, ck.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

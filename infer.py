@@ -1,0 +1,524 @@
+"""Animate one person: a source image, its pose (and parsing map) and a sequence of target poses -> frames.
+
+    python infer.py --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt \
+        --source me.jpg --source-pose me_keypoints.json --source-parsing me_parsing.png \
+        --target-poses dance/ --out out/dance --gif --mp4 --fps 8
+
+Pipeline per target pose (paper sec. 3, test-time path as in test.py): SPATN predicts the target parsing, the
+frozen flow module gives target->source flow and visibility, SPGNet renders with the predicted parsing. Target
+poses are processed in batches of --batch-size. Writes frame_0000.png, frame_0001.png, ... (the model's H x W),
+and with --gif / --mp4 an animated GIF (Pillow) / an mp4 (OpenCV, mp4v) of the sequence.
+
+The config is the checkpoint's own (dotted overrides apply on top), or --config FILE [overrides].
+
+Poses (18 OpenPose-COCO joints), any of:
+  - an annotation CSV of the release format (name:keypoints_y:keypoints_x): every row in file order, or
+    `FILE.csv:NAME` for one row. For the source, a CSV without :NAME uses the row named like the source image.
+  - an OpenPose JSON file (`people[*].pose_keypoints_2d`, flat [x, y, c] lists, BODY_25 or COCO-18; the person
+    with the largest total confidence is used; a joint with confidence < 0.1 is missing).
+  - a JSON list of 18 [y, x] pairs ([-1, -1] or null = missing), or a JSON list of such lists (a sequence).
+  - for the target poses also a folder of such JSON files, sorted by file name.
+Target poses are given in the model's frame (data.image_size, e.g. 256x176), or with --target-size H W in a
+frame of that size, which is then fitted into the model's frame exactly as --resize fits the source image.
+A pose needs at least 4 joints inside the frame and a torso (the neck and a shoulder or hip); otherwise the
+error names the pose (file, row or index).
+
+The source image must have the model's size, unless --resize: it is then scaled to fit inside the model's
+frame keeping its aspect ratio and centred, the rest padded (--pad border: the median colour of the image's
+outermost pixel ring, which continues a plain studio background; --pad white). Its keypoints follow the same
+map, in the pixel-centre convention of cv2.resize: y' = (y + 0.5) * s_y - 0.5 + top (x likewise with s_x, left);
+the parsing map is resized with nearest-neighbour sampling and padded with background (0).
+
+Without --source-parsing the checkpoint must hold SPATN* (model.spatn.input=image): it predicts the source's
+own parsing from the source image with the source pose as both poses (the paper's Market-1501 recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from data.annotations import AnnotationError, read_annotations
+from data.loaders import label_merge, num_labels
+from data.parsing import NUM_CIHP, merge_labels, one_hot
+from data.pose import NUM_JOINTS, is_missing
+from models.build import build_flow, build_spatn, build_spgnet
+from models.pose_encoding import PoseEncoder
+from scripts.openpose_to_csv import OpenPoseError, person_joints, select_person
+from utils import checkpoint as ck
+from utils.config import Config, ConfigError, config_from_dict, load_config, parse_override
+from utils.visual import parsing_picture, to_uint8
+
+
+class InferenceError(ValueError):
+    """Input infer.py cannot use: a pose, image or parsing file; the message names it."""
+
+
+NECK = 1
+TORSO_JOINTS = (2, 5, 8, 11)  # shoulders and hips: with the neck they fix the body's position and scale
+MIN_VISIBLE_JOINTS = 4
+MIN_CONFIDENCE = 0.1
+# ------------------------------------------------------------------------------------------------ poses
+
+
+def openpose_keypoints(data: dict, origin: str) -> np.ndarray:
+    """An OpenPose JSON document -> (18,2) float32 (y, x), -1 missing. Picks the most confident person.
+
+    BODY_25 and COCO-18 are read by scripts/openpose_to_csv.py's reader; unlike the CSV, the coordinates stay
+    fractional here (no file format asks for integers).
+    """
+    people = data.get("people")
+    if not isinstance(people, list) or not people:
+        raise InferenceError(f"pose {origin}: the OpenPose file lists no person ('people' is empty)")
+    try:
+        joints = select_person([
+            person_joints(p.get("pose_keypoints_2d") if isinstance(p, dict) else None, "auto", Path(origin), i)
+            for i, p in enumerate(people)])  # (18,3) [x, y, c]
+    except OpenPoseError as err:
+        raise InferenceError(f"pose {err}") from err
+    keypoints = joints[:, [1, 0]].astype(np.float32)  # (x, y) -> (y, x)
+    keypoints[(joints[:, 2] < MIN_CONFIDENCE) | (joints[:, 2] <= 0)] = -1  # OpenPose writes c = 0 when not found
+    return keypoints
+
+
+def pair_list_keypoints(data: list, origin: str) -> np.ndarray:
+    """A JSON list of 18 [y, x] pairs ([-1, -1] or null missing) -> (18,2) float32."""
+    if len(data) != NUM_JOINTS:
+        raise InferenceError(f"pose {origin}: {len(data)} joints listed; expected {NUM_JOINTS} [y, x] pairs")
+    keypoints = np.full((NUM_JOINTS, 2), -1, dtype=np.float32)
+    for j, pair in enumerate(data):
+        if pair is None:
+            continue
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)):
+            raise InferenceError(f"pose {origin}: joint {j} is {pair!r}; expected a [y, x] pair of numbers or null")
+        keypoints[j] = pair
+    return keypoints
+
+
+def _is_pair_list(data: object) -> bool:
+    """A list whose entries are null or flat lists: one pose (a sequence holds lists of lists)."""
+    return isinstance(data, list) and all(
+        p is None or (isinstance(p, list) and not any(isinstance(v, list) for v in p)) for p in data)
+
+
+def json_poses(path: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, keypoints) for every pose in one JSON file: OpenPose, a pair list, or a list of pair lists."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InferenceError(f"pose file {path}: not readable JSON: {err}") from err
+    if isinstance(data, dict):
+        return [(str(path), openpose_keypoints(data, str(path)))]
+    if _is_pair_list(data):
+        return [(str(path), pair_list_keypoints(data, str(path)))]
+    if isinstance(data, list) and data and all(isinstance(p, list) for p in data):
+        return [(f"{path}[{i}]", pair_list_keypoints(p, f"{path}[{i}]")) for i, p in enumerate(data)]
+    raise InferenceError(f"pose file {path}: expected an OpenPose document, a list of 18 [y, x] pairs or a list of "
+                         "such lists")
+
+
+def csv_poses(path: Path, row: str | None) -> list[tuple[str, np.ndarray]]:
+    """(name, keypoints) for every row of an annotation CSV, in file order, or for the one row named `row`."""
+    try:
+        table = read_annotations(path)
+    except AnnotationError as err:
+        raise InferenceError(str(err)) from err
+    if row is not None:
+        if row not in table:
+            raise InferenceError(f"pose file {path}: no row named {row!r} ({len(table)} rows)")
+        table = {row: table[row]}
+    return [(f"{path} row {name!r}", np.asarray(kp, dtype=np.float32)) for name, kp in table.items()]
+
+
+_CSV_ROW = re.compile(r"^(?P<path>.+\.csv):(?P<row>[^:]+)$", re.IGNORECASE)
+
+
+def read_poses(spec: str) -> list[tuple[str, np.ndarray]]:
+    """Every pose a command-line pose argument names: a CSV (optionally CSV:ROW), a JSON file or a folder of JSON."""
+    path, row = Path(spec), None
+    if not path.exists() and (m := _CSV_ROW.match(spec)):
+        path, row = Path(m["path"]), m["row"]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json")
+        if not files:
+            raise InferenceError(f"pose folder {path}: no .json files in it")
+        return [pose for f in files for pose in json_poses(f)]
+    if not path.is_file():
+        raise InferenceError(f"pose file not found: {path}")
+    if path.suffix.lower() == ".csv":
+        return csv_poses(path, row)
+    return json_poses(path)
+
+
+def read_source_pose(spec: str, source_image: Path) -> tuple[str, np.ndarray]:
+    """The single source pose; a whole CSV resolves to the row named like the source image."""
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        try:
+            rows = read_annotations(path)
+        except AnnotationError as err:
+            raise InferenceError(str(err)) from err
+        if len(rows) > 1 and source_image.name in rows:
+            spec = f"{spec}:{source_image.name}"
+    poses = read_poses(spec)
+    if len(poses) != 1:
+        raise InferenceError(f"--source-pose {spec}: holds {len(poses)} poses; the source needs one "
+                             "(pick a CSV row with FILE.csv:NAME)")
+    return poses[0]
+
+
+def check_pose(keypoints: np.ndarray, name: str, height: int, width: int) -> None:
+    """Refuse a pose the networks cannot place: fewer than 4 joints in the frame, or no torso."""
+    y, x = keypoints[:, 0], keypoints[:, 1]
+    # pixel i covers [i - 0.5, i + 0.5): a joint is in the frame when it lies on one of its pixels
+    inside = ~is_missing(keypoints) & (y >= -0.5) & (y < height - 0.5) & (x >= -0.5) & (x < width - 0.5)
+    count = int(inside.sum())
+    if count < MIN_VISIBLE_JOINTS:
+        raise InferenceError(f"pose {name}: only {count} joints visible (present and inside the {height}x{width} "
+                             f"frame); at least {MIN_VISIBLE_JOINTS} are needed")
+    if not (inside[NECK] and inside[list(TORSO_JOINTS)].any()):
+        raise InferenceError(f"pose {name}: no torso (the neck and at least one shoulder or hip must be visible "
+                             f"inside the {height}x{width} frame)")
+
+
+# ------------------------------------------------------------------------------------- fitting a frame
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Where an (h, w) picture lands in the model's frame: scaled by (scale_y, scale_x) to (height, width),
+    then shifted by (top, left). The two scales differ only by the rounding of the scaled size."""
+
+    scale_y: float
+    scale_x: float
+    height: int
+    width: int
+    top: int
+    left: int
+
+
+def fit_into(size: tuple[int, int], frame: tuple[int, int]) -> Fit:
+    """The largest aspect-preserving scale of `size` (h, w) that fits `frame` (H, W), centred."""
+    (h, w), (fh, fw) = size, frame
+    s = min(fh / h, fw / w)
+    nh, nw = min(fh, max(1, round(h * s))), min(fw, max(1, round(w * s)))
+    return Fit(scale_y=nh / h, scale_x=nw / w, height=nh, width=nw, top=(fh - nh) // 2, left=(fw - nw) // 2)
+
+
+def fit_keypoints(keypoints: np.ndarray, fit: Fit) -> np.ndarray:
+    """(18,2) (y, x) in the picture -> in the frame; missing joints stay -1. Pixel centres map as in cv2.resize."""
+    out = keypoints.astype(np.float32).copy()
+    present = ~is_missing(keypoints)
+    out[present, 0] = (keypoints[present, 0] + 0.5) * fit.scale_y - 0.5 + fit.top
+    out[present, 1] = (keypoints[present, 1] + 0.5) * fit.scale_x - 0.5 + fit.left
+    return out
+
+
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of the outermost pixel ring of an (h,w,3) image: the background to continue."""
+    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2w + 2h, 3)
+    return np.median(ring, axis=0).round().astype(np.uint8)
+
+
+def fit_image(image: np.ndarray, fit: Fit, frame: tuple[int, int], pad: np.ndarray) -> np.ndarray:
+    """(h,w,3) uint8 -> (H,W,3): area-resampled when shrinking, bilinear when enlarging, padded with `pad`."""
+    shrink = fit.height < image.shape[0]
+    resized = cv2.resize(image, (fit.width, fit.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    canvas = np.empty((*frame, 3), dtype=np.uint8)
+    canvas[:] = pad
+    canvas[fit.top : fit.top + fit.height, fit.left : fit.left + fit.width] = resized
+    return canvas
+
+
+def fit_labels(labels: np.ndarray, fit: Fit, frame: tuple[int, int]) -> np.ndarray:
+    """(h,w) label map -> (H,W): nearest neighbour (pixel-centre exact, never a label that was not there), 0 pad."""
+    resized = cv2.resize(labels, (fit.width, fit.height), interpolation=cv2.INTER_NEAREST_EXACT)
+    canvas = np.zeros(frame, dtype=labels.dtype)
+    canvas[fit.top : fit.top + fit.height, fit.left : fit.left + fit.width] = resized
+    return canvas
+
+
+# ----------------------------------------------------------------------------------- images and labels
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(h,w,3) uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InferenceError(f"image {path}: not found or not a readable image")
+    return image[..., ::-1].copy()
+
+
+def read_cihp_labels(path: Path) -> np.ndarray:
+    """A single-channel uint8 PNG of CIHP labels 0..19 -> (h,w) uint8."""
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise InferenceError(f"parsing map {path}: not found or not a readable image")
+    if labels.ndim == 3:
+        if not (labels == labels[..., :1]).all():
+            raise InferenceError(f"parsing map {path}: a colour picture; a single-channel PNG of CIHP label ids "
+                                 "(0..19) is needed")
+        labels = labels[..., 0]
+    if labels.dtype != np.uint8:
+        raise InferenceError(f"parsing map {path}: {labels.dtype} pixels; uint8 CIHP label ids are needed")
+    if int(labels.max()) >= NUM_CIHP:
+        raise InferenceError(f"parsing map {path}: label {int(labels.max())} is not a CIHP label (0..19)")
+    return labels
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H,W,3) uint8 -> (3,H,W) float32 in [-1, 1], as the datasets normalise."""
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+
+
+# -------------------------------------------------------------------------------------------- networks
+
+
+def load_pose_encoder(cfg: Config, ckpt: dict, device: torch.device) -> PoseEncoder:
+    """Keypoints -> 30 pose maps on the device, with the checkpoint's learnt kappa when it has one."""
+    h, w = cfg.data.image_size
+    p = cfg.pose
+    encoder = PoseEncoder(h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.learnable_kappa)
+    if "pose_encoder" in ckpt["models"]:
+        encoder.load_state_dict(ckpt["models"]["pose_encoder"])
+    return encoder.to(device).eval()
+
+
+def load_spatn(cfg: Config, ckpt: dict, device: torch.device) -> nn.Module:
+    spatn = build_spatn(cfg)
+    spatn.load_state_dict(ckpt["models"]["spatn"])
+    return spatn.to(device).eval()
+
+
+@dataclass
+class Networks:
+    spatn: nn.Module
+    flow: nn.Module
+    generator: nn.Module
+    pose_encoder: PoseEncoder
+    num_classes: int
+    spatn_takes_image: bool
+
+
+def load_networks(cfg: Config, ckpt: dict, path: Path, device: torch.device) -> Networks:
+    """SPATN, the frozen flow module and SPGNet of a joint-stage checkpoint, in eval mode."""
+    models = ckpt["models"]
+    if "generator" not in models or "spatn" not in models:
+        raise ck.CheckpointError(f"{path} holds {', '.join(sorted(models))}; infer.py needs a joint-stage checkpoint "
+                                 "(spatn, generator and the frozen flow module)")
+    flow_state = models.get("flow")
+    if flow_state is None:
+        if cfg.model.flow.checkpoint is None:
+            raise ck.CheckpointError(f"{path} holds no flow module (trained with model.flow.source=files); pass a "
+                                     "flow-module checkpoint with model.flow.checkpoint=<step-*.pt>")
+        flow_ckpt = ck.load_checkpoint(cfg.model.flow.checkpoint)
+        if "flow" not in flow_ckpt["models"]:
+            raise ck.CheckpointError(f"model.flow.checkpoint {cfg.model.flow.checkpoint} holds no flow module")
+        flow_state = flow_ckpt["models"]["flow"]
+    flow = build_flow(cfg)
+    try:
+        flow.load_state_dict(flow_state)
+    except RuntimeError as err:  # a flow module of other widths: name the keys that shape it
+        raise ck.CheckpointError(f"the flow module does not fit the model.flow.* keys of this config: {err}") from err
+    generator = build_spgnet(cfg)
+    generator.load_state_dict(models["generator"])
+    return Networks(spatn=load_spatn(cfg, ckpt, device), flow=flow.to(device).eval(),
+                    generator=generator.to(device).eval(), pose_encoder=load_pose_encoder(cfg, ckpt, device),
+                    num_classes=num_labels(cfg), spatn_takes_image=cfg.model.spatn.input == "image")
+
+
+def merge_dicts(base: dict, update: dict) -> dict:
+    """Nested dict `base` with `update`'s leaves written over it (both left unchanged)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve_config(ckpt: dict, path: Path, config_file: str | None, overrides: list[str]) -> Config:
+    """--config FILE [overrides], or the checkpoint's own config with the overrides on top; must fit the nets."""
+    if config_file is not None:
+        cfg = load_config(config_file, overrides)
+    else:
+        data = ckpt["config"]
+        for text in overrides:
+            data = merge_dicts(data, parse_override(text))
+        cfg = config_from_dict(data, origin=f"the config saved in {path} with the command-line overrides")
+    ck.check_compatible(ckpt, cfg, path)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def predict_own_parsing(spatn: nn.Module, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """SPATN*(image, pose, pose): each image's own parsing labels (B,H,W) long, in the merged label set
+    (the paper's Market-1501 recipe: the source pose as both poses)."""
+    return spatn(image, pose, pose).argmax(dim=1)  # (B,K,H,W) logits -> (B,H,W)
+
+
+@torch.no_grad()
+def generate(nets: Networks, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
+             tgt_keypoints: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One source (3,H,W), (18,2), (K,H,W) and N target poses (N,18,2) -> frames (N,H,W,3) uint8 and the
+    predicted target parsing pictures (N,H,W,3) uint8 (CIHP palette)."""
+    src_pose = nets.pose_encoder(src_keypoints[None])  # (1,30,H,W)
+    frames, parsings = [], []
+    for start in tqdm(range(0, len(tgt_keypoints), batch_size), desc="infer", dynamic_ncols=True, leave=False):
+        tgt_pose = nets.pose_encoder(tgt_keypoints[start : start + batch_size])  # (B,30,H,W)
+        b = tgt_pose.shape[0]
+        image = src_image[None].expand(b, -1, -1, -1)  # (B,3,H,W)
+        parsing = src_parsing[None].expand(b, -1, -1, -1)  # (B,K,H,W)
+        pose = src_pose.expand(b, -1, -1, -1)
+        logits = nets.spatn(image if nets.spatn_takes_image else parsing, pose, tgt_pose)  # (B,K,H,W)
+        tgt_parsing = one_hot(logits.argmax(dim=1), nets.num_classes)
+        flow_out = nets.flow(pose, tgt_pose)
+        fake = nets.generator(image, tgt_pose, parsing, tgt_parsing, flow_out.flow.float(),
+                              flow_out.vis_logits.argmax(dim=1))  # (B,3,H,W)
+        frames.append(to_uint8(fake))
+        parsings.append(parsing_picture(logits))
+    return np.concatenate(frames), np.concatenate(parsings)
+
+
+def write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
+    pictures = [Image.fromarray(f) for f in frames]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise InferenceError(f"{path}: this OpenCV build cannot write mp4v video; use --gif")
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a joint-stage checkpoint (step-*.pt)")
+    p.add_argument("--config", default=None, help="YAML config (default: the one saved in the checkpoint)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    p.add_argument("--source", required=True, help="source person image")
+    p.add_argument("--source-pose", required=True, help="its pose: CSV[:NAME], OpenPose JSON or [y, x] list JSON")
+    p.add_argument("--source-parsing", default=None, help="its parsing map: single-channel PNG of CIHP labels")
+    p.add_argument("--target-poses", required=True, help="CSV[:NAME], a JSON file or a folder of JSON files")
+    p.add_argument("--target-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="the frame the target poses are given in (default: the model's)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--gif", action="store_true", help="also write sequence.gif")
+    p.add_argument("--mp4", action="store_true", help="also write sequence.mp4")
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--resize", action="store_true", help="fit a source image of another size into the model's")
+    p.add_argument("--pad", choices=("border", "white"), default="border", help="padding colour for --resize")
+    p.add_argument("--parsing", action="store_true", help="also write the predicted target parsing maps")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=None, help="target poses per forward pass")
+    return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
+
+
+def prepare_source(args: argparse.Namespace, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The source image (H,W,3), keypoints (18,2) and merged parsing labels (H,W) or None, in the model's frame."""
+    frame = tuple(cfg.data.image_size)
+    source = Path(args.source)
+    image = read_image(source)
+    name, keypoints = read_source_pose(args.source_pose, source)
+    labels = None
+    if args.source_parsing is not None:
+        labels = read_cihp_labels(Path(args.source_parsing))
+        if labels.shape != image.shape[:2]:
+            raise InferenceError(f"parsing map {args.source_parsing}: {labels.shape[0]}x{labels.shape[1]}, but the "
+                                 f"source image {source} is {image.shape[0]}x{image.shape[1]}")
+        labels = merge_labels(labels, label_merge(cfg)).astype(np.uint8)
+    size = image.shape[:2]
+    if size != frame:
+        if not args.resize:
+            raise InferenceError(f"image {source}: {size[0]}x{size[1]} (HxW), but the model takes {frame[0]}x"
+                                 f"{frame[1]}; resize it, or pass --resize to fit it in (aspect kept, padded)")
+        fit = fit_into(size, frame)
+        pad = border_colour(image) if args.pad == "border" else np.full(3, 255, np.uint8)
+        image, keypoints = fit_image(image, fit, frame, pad), fit_keypoints(keypoints, fit)
+        labels = None if labels is None else fit_labels(labels, fit, frame)
+    check_pose(keypoints, name, *frame)
+    return image, keypoints, labels
+
+
+def prepare_targets(args: argparse.Namespace, cfg: Config) -> np.ndarray:
+    """(N,18,2) float32 target keypoints in the model's frame, each checked."""
+    frame = tuple(cfg.data.image_size)
+    poses = read_poses(args.target_poses)
+    fit = fit_into(tuple(args.target_size), frame) if args.target_size else None
+    out = []
+    for name, keypoints in poses:
+        keypoints = fit_keypoints(keypoints, fit) if fit is not None else keypoints.astype(np.float32)
+        check_pose(keypoints, name, *frame)
+        out.append(keypoints)
+    return np.stack(out)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    if args.fps <= 0:
+        raise InferenceError(f"--fps {args.fps}: must be positive")
+    ckpt_path = Path(args.checkpoint)
+    ckpt = ck.load_checkpoint(ckpt_path)
+    cfg = resolve_config(ckpt, ckpt_path, args.config, args.overrides)
+    if args.source_parsing is None and cfg.model.spatn.input != "image":
+        raise InferenceError(
+            "a source parsing map is needed: this checkpoint's SPATN reads the source parsing "
+            "(model.spatn.input=parsing). Pass --source-parsing <PNG of CIHP labels> (from a human parser such as "
+            "PGN), or use an SPATN* checkpoint (model.spatn.input=image), which predicts it from the image")
+    image, src_keypoints, labels = prepare_source(args, cfg)
+    tgt_keypoints = prepare_targets(args, cfg)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    nets = load_networks(cfg, ckpt, ckpt_path, device)
+    src_image = image_tensor(image).to(device)  # (3,H,W)
+    src_kp = torch.from_numpy(src_keypoints).to(device)  # (18,2)
+    if labels is None:
+        own = predict_own_parsing(nets.spatn, src_image[None], nets.pose_encoder(src_kp[None]))  # (1,H,W)
+        src_parsing = one_hot(own, nets.num_classes)[0]  # (K,H,W)
+    else:
+        src_parsing = one_hot(torch.from_numpy(labels).to(device), nets.num_classes)  # (K,H,W)
+    frames, parsings = generate(nets, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
+                                args.batch_size or cfg.test.batch_size)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(out / f"frame_{i:04d}.png"), frame[..., ::-1])
+        if args.parsing:
+            cv2.imwrite(str(out / f"parsing_{i:04d}.png"), parsings[i][..., ::-1])
+    if args.parsing:
+        cv2.imwrite(str(out / "source_parsing.png"), parsing_picture(src_parsing[None])[0][..., ::-1])
+    if args.gif:
+        write_gif(frames, out / "sequence.gif", args.fps)
+    if args.mp4:
+        write_mp4(frames, out / "sequence.mp4", args.fps)
+    print(f"wrote {len(frames)} frames to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (InferenceError, ConfigError, ck.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

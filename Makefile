@@ -20,7 +20,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

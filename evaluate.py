@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="image-loading workers (default: data.num_workers)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -111,7 +111,7 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_architecture_mismatch_lists_keys():
     a = load_config("configs/synthetic.yaml")
-    changes = ["model.generator.base_channels=8", "train.lr=1.0", "data.image_size=[128, 64]"]
+    changes = ["model.generator.base_channels=12", "train.lr=1.0", "data.image_size=[128, 64]"]
     b = load_config("configs/synthetic.yaml", changes)
     diffs = architecture_mismatches(to_dict(a), b)
     assert any(d.startswith("model.generator.base_channels") for d in diffs)

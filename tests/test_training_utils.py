@@ -48,7 +48,7 @@ def test_foreign_file_and_missing_file(tmp_path):
 
 def test_incompatible_config_is_refused_naming_keys(tmp_path):
     ckpt = _ckpt()
-    other = load_config("configs/synthetic.yaml", ["model.generator.style_dim=16", "train.lr=0.1"])
+    other = load_config("configs/synthetic.yaml", ["model.generator.style_dim=24", "train.lr=0.1"])
     with pytest.raises(ck.CheckpointError, match="model.generator.style_dim"):
         ck.check_compatible(ckpt, other, tmp_path / "x.pt")
     ck.check_compatible(ckpt, load_config("configs/synthetic.yaml", ["train.lr=0.1"]), tmp_path / "x.pt")

@@ -31,6 +31,12 @@ FLOW_CURVES = [("Stage 0: flow module", ["flow/flow_epe"], ["val/flow_epe", "val
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
+def axis_range(values: list[float], pad: float) -> tuple[float, float]:
+    """(min, max) of the values; a single value is centred in [value - pad, value + pad] instead."""
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - pad, hi + pad)
+
+
 def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int = 460, height: int = 220) -> str:
     """A small line chart: one polyline per series, axes with min/max labels, a legend."""
     series = {k: v for k, v in series.items() if v}
@@ -38,8 +44,8 @@ def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int
         return ""
     xs = [x for pts in series.values() for x, _ in pts]
     ys = [y for pts in series.values() for _, y in pts]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    x0, x1 = axis_range(xs, pad=1)
+    y0, y1 = axis_range(ys, pad=0.05 * abs(ys[0]) or 1.0)
     left, right, top, bottom = 52, 10, 24, 34
     pw, ph = width - left - right, height - top - bottom
 

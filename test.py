@@ -24,6 +24,7 @@ from models.build import build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
 from utils.config import ConfigError, load_config
+from utils.host_memory import keep_freed_memory
 from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        keep_freed_memory()  # each batch reuses the last one's freed buffers instead of page-faulting new ones
     ckpt_path = Path(args.checkpoint)
     ckpt = ck.load_checkpoint(ckpt_path)
     ck.check_compatible(ckpt, cfg, ckpt_path)

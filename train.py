@@ -37,6 +37,7 @@ from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
 from utils.config import Config, ConfigError, load_config, save_config, to_dict
 from utils.distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, cleanup, convert_sync_batchnorm, setup
+from utils.host_memory import keep_freed_memory
 from utils.run import RunLogger, latest_checkpoint, new_run_folder
 from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.overrides)
     info = setup(args.device)
     device = info.device
+    if device.type == "cpu":
+        keep_freed_memory()  # activations reuse freed heap memory instead of being page-faulted in every step
     name = cfg.train.name or Path(args.config).stem
     resume_from = resolve_resume(args, cfg, name)
 

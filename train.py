@@ -35,7 +35,7 @@ from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
-from utils.config import Config, ConfigError, load_config, save_config, to_dict
+from utils.config import Config, ConfigError, TrainConfig, load_config, save_config, to_dict
 from utils.distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, cleanup, convert_sync_batchnorm, setup
 from utils.host_memory import keep_freed_memory
 from utils.run import RunLogger, latest_checkpoint, new_run_folder
@@ -266,29 +266,57 @@ def wrap(module: nn.Module, info: DistInfo, cfg: Config) -> nn.Module:
 
 
 def budget_spent(start_time: float, max_minutes: float | None, info: DistInfo) -> bool:
-    """Whether the wall-clock budget is spent; rank 0's clock decides, so every rank stops at the same step."""
+    """Whether the wall-clock budget is spent; under DDP rank 0's clock decides (a broadcast), so every rank
+    stops at the same step. A single process decides on the host: no device round trip in the step."""
     if max_minutes is None:
         return False
-    flag = torch.tensor([float((time.time() - start_time) / 60 >= max_minutes)], device=info.device)
-    if info.enabled:
-        dist.broadcast(flag, src=0)
+    spent = (time.time() - start_time) / 60 >= max_minutes
+    if not info.enabled:
+        return spent
+    flag = torch.tensor([float(spent)], device=info.device)
+    dist.broadcast(flag, src=0)
     return bool(flag)
 
 
+def all_finite(terms: dict[str, torch.Tensor]) -> list[bool]:
+    """Per term: finite here and, under DDP, on every rank (so that all ranks take the same branch)."""
+    finite = torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).float()  # (T,)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return [bool(ok) for ok in finite.tolist()]
+
+
 def check_finite(terms: dict[str, torch.Tensor], step: int, cfg: Config, log: RunLogger | None) -> bool:
-    """True when every term is finite; otherwise stop (naming the term and step) or report a skipped step."""
-    values = torch.stack([v.detach().float() for v in terms.values()])
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
+    """train.nonfinite=skip, before an optimizer step: True when every term is finite, else a logged skip.
+    It reads the losses on the host, so it waits for the device once per step: the price of skipping.
+    `step` counts the steps done before this one; the log names this one as the loop does, step + 1."""
+    if cfg.train.nonfinite != "skip":
+        return True  # stop: `stop_if_nonfinite` checks at the loop's sync points instead
+    finite = all_finite(terms)
+    if all(finite):
         return True
-    bad = [k for k, ok in zip(terms, finite.tolist()) if not ok]
-    message = f"non-finite loss at step {step}: {', '.join(bad)}"
-    if cfg.train.nonfinite == "skip":
-        if log is not None:
-            log.text(message + " (step skipped)")
-        return False
     if log is not None:
-        log.text(message + " (run stopped; the last checkpoint is intact)")
+        bad = [k for k, ok in zip(terms, finite) if not ok]
+        log.text(f"non-finite loss at step {step + 1}: {', '.join(bad)} (step skipped)")
+    return False
+
+
+def stop_if_nonfinite(sums: dict[str, torch.Tensor], checked: int, step: int, t: TrainConfig, done: bool,
+                      log: RunLogger) -> int:
+    """train.nonfinite=stop: the steps never wait for the device to check their losses. A NaN/inf carries into
+    the running sums of the logged terms, read here at the loop's sync points (log, validation, checkpoint,
+    the end) before anything is written; the run stops naming the terms and the steps since the last check.
+    `checked`: the last step known finite. Returns it, moved to `step` after a check."""
+    if t.nonfinite != "stop" or not sums or not (step % t.log_every == 0 or step % t.val_every == 0
+                                                  or step % t.ckpt_every == 0 or done):
+        return checked
+    finite = all_finite(sums)
+    if all(finite):
+        return step
+    steps = f"at step {step}" if checked + 1 == step else f"in steps {checked + 1}-{step}"
+    bad = ", ".join(k for k, ok in zip(sums, finite) if not ok)
+    message = f"non-finite loss {steps}: {bad}"
+    log.text(message + " (run stopped; the last checkpoint is intact)")
     raise FloatingPointError(message + ". The last good checkpoint is untouched; set train.nonfinite=skip to skip "
                              "such steps instead, or lower the learning rate.")
 
@@ -457,7 +485,8 @@ def train_joint(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: di
             log.text(f"checkpoint at step {step} ({reason})")
 
     start_time, window_start, window_images = time.time(), time.time(), 0
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}  # the logged terms, summed on the device since the last log
+    checked = step  # the steps up to here had finite losses (train.nonfinite=stop)
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc="train")
     done = step >= t.max_steps
     while not done:
@@ -473,6 +502,10 @@ def train_joint(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: di
             # ---- logging: device-side sums, one synchronisation per log interval
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.float()
+            # the last step (max_steps or the wall-clock budget) is always validated and checkpointed
+            out_of_time = budget_spent(start_time, t.max_minutes, info)
+            done = step >= t.max_steps or out_of_time
+            checked = stop_if_nonfinite(sums, checked, step, t, done, log)
             if step % t.log_every == 0 or step == t.max_steps:
                 n_steps = t.log_every if step % t.log_every == 0 else step % t.log_every
                 values = {k: float(all_reduce_mean(v / n_steps)) for k, v in sums.items()}
@@ -484,10 +517,6 @@ def train_joint(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: di
                 log.text(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items() if k.startswith("g/")})
                 sums, window_start, window_images = {}, time.time(), 0
-
-            # the last step (max_steps or the wall-clock budget) is always validated and checkpointed
-            out_of_time = budget_spent(start_time, t.max_minutes, info)
-            done = step >= t.max_steps or out_of_time
 
             # ---- validation (rank 0 computes; every rank steps the plateau schedule with its result)
             if step % t.val_every == 0 or done:
@@ -557,7 +586,8 @@ def train_flow(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: dic
             log.text(f"checkpoint at step {step} ({reason})")
 
     start_time = window_start = time.time()
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}  # the logged terms, summed on the device since the last log
+    checked = step  # the steps up to here had finite losses (train.nonfinite=stop)
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc="flow")
     done = step >= t.max_steps
     while not done:
@@ -578,6 +608,9 @@ def train_flow(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: dic
             bar.update(1)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
+            out_of_time = budget_spent(start_time, t.max_minutes, info)
+            done = step >= t.max_steps or out_of_time
+            checked = stop_if_nonfinite(sums, checked, step, t, done, log)
             if step % t.log_every == 0 or step == t.max_steps:
                 n_steps = t.log_every if step % t.log_every == 0 else step % t.log_every
                 values = {f"flow/{k}": float(all_reduce_mean(v / n_steps)) for k, v in sums.items()}
@@ -586,8 +619,6 @@ def train_flow(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: dic
                 log.text(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items()})
                 sums, window_start = {}, time.time()
-            out_of_time = budget_spent(start_time, t.max_minutes, info)
-            done = step >= t.max_steps or out_of_time
             if info.is_main and (step % t.val_every == 0 or done):
                 values = validate_flow(net, val_loader, pose_encoder, device, cfg)
                 log.scalars(step, values)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import losses
 import train
+from losses.reconstruction import L1Loss
 from utils import checkpoint as ck
 from utils.run import read_metrics
 
@@ -198,3 +200,44 @@ def test_metrics_jsonl_rows_are_json(dataset, tmp_path):
                     "train.max_steps=1"))
     for line in (run / "metrics.jsonl").read_text().splitlines():
         assert isinstance(json.loads(line)["step"], int)
+
+
+class NaNOnThirdCall(L1Loss):
+    """The L1 loss, NaN on its third call: step 3's loss, as a diverging run would give."""
+
+    calls = 0
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        loss = super().forward(pred, target)
+        return loss * float("nan") if type(self).calls == 3 else loss
+
+
+def nan_run_args(dataset: Path, run: Path, mode: str) -> list[str]:
+    # checkpoints at 2, 4, 6; the first log at 4; validation only at the end
+    return args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+                "train.max_steps=6", "train.log_every=4", "train.val_every=100", "train.ckpt_every=2",
+                f"train.nonfinite={mode}")
+
+
+def test_nonfinite_loss_stops_the_run_at_the_next_sync_point_before_writing(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(NaNOnThirdCall, "calls", 0)
+    monkeypatch.setitem(losses.LOSSES, "l1", NaNOnThirdCall)
+    run = tmp_path / "run"
+    # the steps do not wait for the device; step 4 (log + checkpoint) reads the sums and finds step 3's NaN
+    with pytest.raises(FloatingPointError, match=r"in steps 3-4: .*g/l1"):
+        train.main(nan_run_args(dataset, run, "stop"))
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["step-00000002.pt"]
+    state = ck.load_checkpoint(run / "checkpoints" / "step-00000002.pt")["models"]
+    assert all(torch.isfinite(v).all() for net in state.values() for v in net.values() if v.is_floating_point())
+    assert "run stopped" in (run / "log.txt").read_text()
+
+
+def test_nonfinite_loss_skips_the_step_when_asked(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(NaNOnThirdCall, "calls", 0)
+    monkeypatch.setitem(losses.LOSSES, "l1", NaNOnThirdCall)
+    run = tmp_path / "run"
+    train.main(nan_run_args(dataset, run, "skip"))
+    assert "non-finite loss at step 3: l1 (step skipped)" in (run / "log.txt").read_text()
+    state = ck.load_checkpoint(run / "checkpoints" / "step-00000006.pt")["models"]
+    assert all(torch.isfinite(v).all() for net in state.values() for v in net.values() if v.is_floating_point())

@@ -66,6 +66,7 @@ from models.pose_encoding import PoseEncoder  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
 from utils.config import Config, load_config, to_dict  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
+from utils.host_memory import keep_freed_memory  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "fp16", "compile")
 MODE_OVERRIDES = {
@@ -237,7 +238,29 @@ def bench_train_step(cfg: Config, device: torch.device, batch_size: int, warmup:
     host_reset = reset_peak_memory(device)
     stats = time_calls(lambda: train.joint_step(cfg, j, train.add_poses(dict(batch), j.pose_encoder), next(steps)),
                        warmup, iters, device)
-    return {"step": stats, "images_per_s": batch_size / stats["median_s"], "memory": peak_memory(device, host_reset)}
+    memory = peak_memory(device, host_reset)
+    return {"step": stats, "images_per_s": batch_size / stats["median_s"], "memory": memory,
+            "reference_conv": reference_conv_rate(cfg, device, warmup=1, iters=max(iters, 3))}
+
+
+# SPATN's trunk at 256x256: a 3x3 conv of 256 channels on (4,256,64,64), half of a DeepFashion step's work
+REFERENCE_CONV = (4, 256, 64, 64)
+
+
+def reference_conv_rate(cfg: Config, device: torch.device, warmup: int, iters: int) -> dict:
+    """GFLOP/s of one large dense convolution (REFERENCE_CONV, forward, in the mode's precision and layout),
+    which the backends run near the machine's peak. A step's GFLOP over this rate is a floor for its time:
+    what the step would take if every one of its ops ran as fast as this convolution."""
+    b, c, h, w = REFERENCE_CONV
+    x = torch.randn(b, c, h, w, device=device)
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device)
+    if cfg.train.channels_last:
+        x, conv = x.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
+    with torch.no_grad(), train.autocast(cfg, device):
+        stats = time_calls(lambda: conv(x), warmup, iters, device)
+    gflop = 2 * c * c * 9 * b * h * w / 1e9
+    return {"shape": list(REFERENCE_CONV), "gflop": gflop, "median_s": stats["median_s"],
+            "gflop_per_s": gflop / stats["median_s"]}
 
 
 def inference_nets(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module | None]:
@@ -495,8 +518,9 @@ def synthetic_dataset(cfg: Config, tmp: Path, quick: bool) -> tuple[Path | None,
                       f"not {size[0]}x{size[1]}")
     root = tmp / f"synthetic_{style}"
     identities, poses = (4, 3) if quick else (8, 4)
+    # half the identities held out: enough test pairs for the test.py section (4 x 12 ordered pairs)
     cmd = [sys.executable, "scripts/make_synthetic.py", "--out", str(root), "--style", style,
-           "--identities", str(identities), "--poses", str(poses), "--seed", "0"]
+           "--identities", str(identities), "--poses", str(poses), "--seed", "0", "--test-fraction", "0.5"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         return None, f"skipped: scripts/make_synthetic.py failed: {result.stderr.strip()[-1000:]}"
@@ -572,20 +596,23 @@ def markdown(report: dict) -> str:
              f"Convolution/matmul work: {step_gflop or 0:.0f} GFLOP per training step, {infer_gflop or 0:.0f} GFLOP "
              "per inference batch (torch.utils.flop_counter, 2 FLOP per multiply-add).",
              "", "## Training step and inference", "",
-             "| mode | step median | min | max | IQR | CPU time/step | train images/s | GFLOP/s | "
+             "| mode | step median | min | max | IQR | CPU time/step | train images/s | GFLOP/s | floor | "
              "inference images/s | peak memory (train) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, m in r["modes"].items():
         if "train" not in m:
-            lines.append(f"| {mode} | {m.get('error', 'not run')} | | | | | | | | |")
+            lines.append(f"| {mode} | {m.get('error', 'not run')} | | | | | | | | | |")
             continue
+        ref = m["train"].get("reference_conv", {}).get("gflop_per_s")
+        floor = fmt(step_gflop / ref) if step_gflop and ref else "-"
         s = m["train"]["step"]
         inf = m.get("infer", {})
         inf_text = (f"{inf['images_per_s']:.2f} ({rate(infer_gflop, inf['forward']['median_s'])} GFLOP/s)"
                     if "images_per_s" in inf else inf.get("error", "-"))
         lines.append(f"| {mode} | {fmt(s['median_s'])} | {fmt(s['min_s'])} | {fmt(s['max_s'])} | "
                      f"{fmt(s['q3_s'] - s['q1_s'])} | {fmt(s['cpu_median_s'])} | {m['train']['images_per_s']:.2f} | "
-                     f"{rate(step_gflop, s['median_s'])} | {inf_text} | {memory_text(m['train'].get('memory'))} |")
+                     f"{rate(step_gflop, s['median_s'])} | {floor} | {inf_text} | "
+                     f"{memory_text(m['train'].get('memory'))} |")
     part_gflop = flops.get("parts", {})
     for mode, parts in r.get("breakdown", {}).items():
         step = r["modes"].get(mode, {}).get("train", {}).get("step", {}).get("median_s")
@@ -733,8 +760,8 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     iters = args.iters if args.iters is not None else (2 if args.quick else 5)
     if iters < 1 or warmup < 0:
         raise SystemExit("--iters must be >= 1 and --warmup >= 0")
-    modes = selected(args.modes, MODES, "--modes", combine=True) if args.modes else [m for m in MODES
-                                                                         if not (args.quick and m == "compile")]
+    default_modes = [m for m in MODES if not (args.quick and m == "compile")]  # --quick: no minutes of compiling
+    modes = selected(args.modes, MODES, "--modes", combine=True) if args.modes else default_modes
     sections = selected(args.sections, SECTIONS, "--sections")
     image_size = args.image_size or ([128, 64] if args.quick else None)
     overrides = [*ALWAYS, *(QUICK_OVERRIDES if args.quick else []), *args.overrides]
@@ -745,18 +772,27 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     workers = args.workers if args.workers is not None else (min(base.data.num_workers, 1) if args.quick
                                                              else base.data.num_workers)
     notes = ["Model timings use random inputs and random-init networks at the configured widths; the perceptual "
-             "loss uses a RANDOM-INIT VGG19 (weights=random), which costs the same as the ImageNet one."]
+             "loss uses a RANDOM-INIT VGG19 (weights=random), which costs the same as the ImageNet one.",
+             "floor: the step's GFLOP over the GFLOP/s of one large convolution (3x3, 256 channels, input "
+             f"{'x'.join(map(str, REFERENCE_CONV))}, forward) in the same mode: the step time if every op ran at that "
+             "rate, about the machine's peak (needs the flops section)."]
     machine = machine_info(device)
+    allocator = "default"
     if device.type == "cpu":
         load = ", ".join(f"{x:.1f}" for x in machine["load_average"] or [])
         notes.append(f"CPU run: load average at start {load} on {machine['cpu_cores']} cores; other processes on "
                      "the same cores inflate (and scatter) the timings.")
+        if keep_freed_memory():  # as train.py and test.py do on the CPU
+            allocator = "glibc malloc keeps freed memory (utils/host_memory.py, as train.py and test.py)"
+            notes.append(f"Host allocator: {allocator}. The process keeps what a mode freed, so the peak RSS of a "
+                         "mode after the first includes the heap earlier modes left: run one mode per process "
+                         "for its own peak.")
     report: dict = {
         "machine": machine, "torch": torch.__version__, "cuda": torch.version.cuda,
         "device": str(device), "threads": torch.get_num_threads(), "config": args.config, "overrides": overrides,
         "quick": args.quick, "batch_size": args.batch_size, "infer_batch_size": args.infer_batch_size,
         "image_size": list(base.data.image_size), "warmup": warmup, "iters": iters, "sections": sections,
-        "perceptual_weights": "random",
+        "perceptual_weights": "random", "host_allocator": allocator,
         "flow": ("random-init FlowNet (frozen), standing in for the stage-0 one" if base.model.flow.source == "net"
                  else "flow/visibility tensors as loaded from files"),
         "discriminator_on": base.loss.adversarial > 0, "modes": {}, "notes": notes, "wall_s": {},

@@ -56,6 +56,9 @@ def test_quick_run_writes_json_with_every_section(tmp_path):
     assert fp32["train"]["step"]["median_s"] > 0 and fp32["train"]["images_per_s"] > 0
     assert fp32["train"]["step"]["n"] == 2 and fp32["train"]["step"]["min_s"] <= fp32["train"]["step"]["max_s"]
     assert fp32["train"]["memory"]["host_peak_rss_mb"] > 0
+    ref = fp32["train"]["reference_conv"]  # a 3x3 conv, 256 -> 256 channels, on (4,256,64,64)
+    assert ref["gflop"] == pytest.approx(2 * 256 * 256 * 9 * 4 * 64 * 64 / 1e9)
+    assert ref["gflop_per_s"] == pytest.approx(ref["gflop"] / ref["median_s"])
     assert fp32["infer"]["images_per_s"] > 0 and fp32["infer"]["batch_size"] == 4
     if report["device"] == "cpu":  # fp16 autocast is a CUDA-only mode: reported, not run
         assert "error" in report["modes"]["fp16"] and "train" not in report["modes"]["fp16"]

@@ -291,7 +291,7 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, cfg: Config, log: Ru
     It reads the losses on the host, so it waits for the device once per step: the price of skipping.
     `step` counts the steps done before this one; the log names this one as the loop does, step + 1."""
     if cfg.train.nonfinite != "skip":
-        return True  # stop: `stop_if_nonfinite` checks at the loop's sync points instead
+        return True  # stop: `TermWindow.stop_if_nonfinite` checks at the loop's sync points instead
     finite = all_finite(terms)
     if all(finite):
         return True
@@ -301,24 +301,63 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, cfg: Config, log: Ru
     return False
 
 
-def stop_if_nonfinite(sums: dict[str, torch.Tensor], checked: int, step: int, t: TrainConfig, done: bool,
-                      log: RunLogger) -> int:
-    """train.nonfinite=stop: the steps never wait for the device to check their losses. A NaN/inf carries into
-    the running sums of the logged terms, read here at the loop's sync points (log, validation, checkpoint,
-    the end) before anything is written; the run stops naming the terms and the steps since the last check.
-    `checked`: the last step known finite. Returns it, moved to `step` after a check."""
-    if t.nonfinite != "stop" or not sums or not (step % t.log_every == 0 or step % t.val_every == 0
-                                                  or step % t.ckpt_every == 0 or done):
-        return checked
-    finite = all_finite(sums)
-    if all(finite):
-        return step
-    steps = f"at step {step}" if checked + 1 == step else f"in steps {checked + 1}-{step}"
-    bad = ", ".join(k for k, ok in zip(sums, finite) if not ok)
-    message = f"non-finite loss {steps}: {bad}"
-    log.text(message + " (run stopped; the last checkpoint is intact)")
-    raise FloatingPointError(message + ". The last good checkpoint is untouched; set train.nonfinite=skip to skip "
-                             "such steps instead, or lower the learning rate.")
+class TermWindow:
+    """The loss terms of the steps since the last log, summed on the device: the loop reads them (one wait for
+    the device, one all-reduce) only at log steps, and checks them for NaN/inf at its sync points."""
+
+    def __init__(self, step: int):
+        self.checked = step  # the steps up to here had finite losses (train.nonfinite=stop)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps, self.start = 0, time.time()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+        self.steps += 1
+
+    def stop_if_nonfinite(self, step: int, t: TrainConfig, done: bool, log: RunLogger) -> None:
+        """train.nonfinite=stop: the steps never wait for the device to check their losses. A NaN/inf carries
+        into the sums, read here at the loop's sync points (log, validation, checkpoint, the end) before anything
+        is written; the run stops naming the terms and the steps since the last check."""
+        if t.nonfinite != "stop" or not self.sums or not (step % t.log_every == 0 or step % t.val_every == 0
+                                                           or step % t.ckpt_every == 0 or done):
+            return
+        finite = all_finite(self.sums)
+        if all(finite):
+            self.checked = step
+            return
+        steps = f"at step {step}" if self.checked + 1 == step else f"in steps {self.checked + 1}-{step}"
+        bad = ", ".join(k for k, ok in zip(self.sums, finite) if not ok)
+        message = f"non-finite loss {steps}: {bad}"
+        log.text(message + " (run stopped; the last checkpoint is intact)")
+        raise FloatingPointError(message + ". The last good checkpoint is untouched; set train.nonfinite=skip to "
+                                 "skip such steps instead, or lower the learning rate.")
+
+    def log(self, step: int, batch_size: int, log: RunLogger, bar: tqdm, prefix: str = "", postfix: str = "",
+            extra: dict[str, float] | None = None) -> None:
+        """Log the window's mean terms (rank-averaged, names prefixed), images/s and `extra`; show the terms
+        whose names start with `postfix` on the progress bar; start the next window."""
+        values = {f"{prefix}{k}": float(all_reduce_mean(v / self.steps)) for k, v in self.sums.items()}
+        values["perf/images_per_s"] = self.steps * batch_size / max(time.time() - self.start, 1e-9)
+        values.update(extra or {})
+        log.scalars(step, values)
+        log.text(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items() if k.startswith(postfix)})
+        self.reset()
+
+
+def write_checkpoint(run: Path, cfg: Config, position: dict[str, int], reason: str, state: dict,
+                     log: RunLogger) -> None:
+    """Atomically write step-<N>.pt: the loop position (step, epoch, batch_in_epoch), the config, the RNG
+    states and `state` (models, optimizers, ...); keep the newest train.keep_checkpoints."""
+    step = position["step"]
+    ck.atomic_save({"format": ck.FORMAT, **position, "config": to_dict(cfg), "rng": ck.rng_state(),
+                    "reason": reason, **state}, ck.checkpoint_path(run / "checkpoints", step))
+    ck.prune(run / "checkpoints", cfg.train.keep_checkpoints)
+    log.text(f"checkpoint at step {step} ({reason})")
 
 
 @dataclass
@@ -478,15 +517,11 @@ def train_joint(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: di
 
     def save(reason: str) -> None:
         if info.is_main:
-            state = {"format": ck.FORMAT, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                     "config": to_dict(cfg), "rng": ck.rng_state(), "reason": reason, **j.state()}
-            ck.atomic_save(state, ck.checkpoint_path(run / "checkpoints", step))
-            ck.prune(run / "checkpoints", t.keep_checkpoints)
-            log.text(f"checkpoint at step {step} ({reason})")
+            write_checkpoint(run, cfg, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, reason,
+                             j.state(), log)
 
-    start_time, window_start, window_images = time.time(), time.time(), 0
-    sums: dict[str, torch.Tensor] = {}  # the logged terms, summed on the device since the last log
-    checked = step  # the steps up to here had finite losses (train.nonfinite=stop)
+    start_time = time.time()
+    window = TermWindow(step)
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc="train")
     done = step >= t.max_steps
     while not done:
@@ -496,27 +531,19 @@ def train_joint(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: di
             terms = joint_step(cfg, j, batch, step, log)
             step += 1
             batch_in_epoch += 1
-            window_images += t.batch_size
             bar.update(1)
 
             # ---- logging: device-side sums, one synchronisation per log interval
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.float()
+            window.add(terms)
             # the last step (max_steps or the wall-clock budget) is always validated and checkpointed
             out_of_time = budget_spent(start_time, t.max_minutes, info)
             done = step >= t.max_steps or out_of_time
-            checked = stop_if_nonfinite(sums, checked, step, t, done, log)
+            window.stop_if_nonfinite(step, t, done, log)
             if step % t.log_every == 0 or step == t.max_steps:
-                n_steps = t.log_every if step % t.log_every == 0 else step % t.log_every
-                values = {k: float(all_reduce_mean(v / n_steps)) for k, v in sums.items()}
-                values["perf/images_per_s"] = window_images / max(time.time() - window_start, 1e-9)
-                values["lr/g"], values["lr/d"] = j.opt_g.param_groups[0]["lr"], j.opt_d.param_groups[0]["lr"]
+                extra = {"lr/g": j.opt_g.param_groups[0]["lr"], "lr/d": j.opt_d.param_groups[0]["lr"]}
                 if j.pose_encoder is not None and cfg.pose.learnable_kappa:
-                    values["pose/kappa"] = float(j.pose_encoder.distance.kappa)
-                log.scalars(step, values)
-                log.text(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items() if k.startswith("g/")})
-                sums, window_start, window_images = {}, time.time(), 0
+                    extra["pose/kappa"] = float(j.pose_encoder.distance.kappa)
+                window.log(step, t.batch_size, log, bar, postfix="g/", extra=extra)
 
             # ---- validation (rank 0 computes; every rank steps the plateau schedule with its result)
             if step % t.val_every == 0 or done:
@@ -578,16 +605,11 @@ def train_flow(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: dic
 
     def save(reason: str) -> None:
         if info.is_main:
-            ck.atomic_save({"format": ck.FORMAT, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                            "config": to_dict(cfg), "rng": ck.rng_state(), "reason": reason,
-                            "models": {"flow": net.state_dict()}, "optimizers": {"flow": opt.state_dict()}},
-                           ck.checkpoint_path(run / "checkpoints", step))
-            ck.prune(run / "checkpoints", t.keep_checkpoints)
-            log.text(f"checkpoint at step {step} ({reason})")
+            write_checkpoint(run, cfg, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, reason,
+                             {"models": {"flow": net.state_dict()}, "optimizers": {"flow": opt.state_dict()}}, log)
 
-    start_time = window_start = time.time()
-    sums: dict[str, torch.Tensor] = {}  # the logged terms, summed on the device since the last log
-    checked = step  # the steps up to here had finite losses (train.nonfinite=stop)
+    start_time = time.time()
+    window = TermWindow(step)
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc="flow")
     done = step >= t.max_steps
     while not done:
@@ -606,19 +628,12 @@ def train_flow(cfg: Config, info: DistInfo, run: Path, log: RunLogger, ckpt: dic
             step += 1
             batch_in_epoch += 1
             bar.update(1)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
+            window.add(terms)
             out_of_time = budget_spent(start_time, t.max_minutes, info)
             done = step >= t.max_steps or out_of_time
-            checked = stop_if_nonfinite(sums, checked, step, t, done, log)
+            window.stop_if_nonfinite(step, t, done, log)
             if step % t.log_every == 0 or step == t.max_steps:
-                n_steps = t.log_every if step % t.log_every == 0 else step % t.log_every
-                values = {f"flow/{k}": float(all_reduce_mean(v / n_steps)) for k, v in sums.items()}
-                values["perf/images_per_s"] = n_steps * t.batch_size / max(time.time() - window_start, 1e-9)
-                log.scalars(step, values)
-                log.text(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items()})
-                sums, window_start = {}, time.time()
+                window.log(step, t.batch_size, log, bar, prefix="flow/")
             if info.is_main and (step % t.val_every == 0 or done):
                 values = validate_flow(net, val_loader, pose_encoder, device, cfg)
                 log.scalars(step, values)

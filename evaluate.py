@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from data.annotations import AnnotationError, read_annotations, read_pairs
+from data.datasets import generated_image_name
 from metrics import estimators, table
 from metrics.fid import REAL_SET, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance, read_rgb
 from metrics.fid import real_statistics as fid_real_statistics
@@ -45,11 +46,6 @@ SHOW_MISSING = 10  # how many missing names an error lists
 
 class EvaluationError(ValueError):
     """Inputs that cannot be evaluated as asked (missing images, keypoints, wrong options)."""
-
-
-def output_name(src_name: str, tgt_name: str) -> str:
-    """test.py's file name for a pair."""
-    return f"{Path(src_name).stem}___{Path(tgt_name).stem}.png"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,7 +108,7 @@ def select_metrics(args: argparse.Namespace, dataset_name: str) -> tuple[str, ..
 def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool) -> tuple[list[Pair], list[str]]:
     """Pairs whose generated image exists; missing ones are an error unless allow_missing."""
     present = {p.name for p in generated.iterdir()}
-    items = [Pair(output_name(s, t), s, t) for s, t in pairs]
+    items = [Pair(generated_image_name(s, t), s, t) for s, t in pairs]
     missing = [p.generated for p in items if p.generated not in present]
     if missing:
         shown = ", ".join(missing[:SHOW_MISSING]) + (" ..." if len(missing) > SHOW_MISSING else "")

@@ -19,6 +19,7 @@ import cv2
 import torch
 from tqdm import tqdm
 
+from data.datasets import generated_image_name
 from data.loaders import build_dataset, build_loader
 from models.build import build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
@@ -26,10 +27,6 @@ from utils import checkpoint as ck
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
 from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
-
-
-def output_name(src_name: str, tgt_name: str) -> str:
-    return f"{Path(src_name).stem}___{Path(tgt_name).stem}.png"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.skip_existing:
         names = dataset.pairs if hasattr(dataset, "pairs") else None
         if names is not None:
-            indices = [i for i in indices if not (images_dir / output_name(*names[i])).is_file()]
+            indices = [i for i in indices if not (images_dir / generated_image_name(*names[i])).is_file()]
     subset = torch.utils.data.Subset(dataset, indices)
     loader = build_loader(subset, args.batch_size or cfg.test.batch_size,
                           cfg.data.num_workers if args.workers is None else args.workers,
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
                          generated, to_uint8(batch["tgt_image"])]
         colour_parsing = parsing_picture(logits) if args.parsing else None
         for i, (src_name, tgt_name) in enumerate(zip(batch["src_name"], batch["tgt_name"])):
-            name = output_name(src_name, tgt_name)
+            name = generated_image_name(src_name, tgt_name)
             cv2.imwrite(str(images_dir / name), generated[i][..., ::-1])
             if grid_cols is not None:
                 cv2.imwrite(str(out / "grids" / name), comparison_grid([c[i : i + 1] for c in grid_cols])[..., ::-1])

@@ -47,6 +47,11 @@ def flow_file_name(src: str, tgt: str) -> str:
     return f"{stem(src)}___{stem(tgt)}.npz"
 
 
+def generated_image_name(src: str, tgt: str) -> str:
+    """The file test.py writes for a pair and evaluate.py reads: '<from-stem>___<to-stem>.png' (no folders)."""
+    return f"{Path(src).stem}___{Path(tgt).stem}.png"
+
+
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     """Mirror (..., 18, 2) (y, x) keypoints left-right: x -> W-1-x for present joints, then swap left and right
     joints so that a left wrist stays a left wrist. Missing joints stay -1.

@@ -21,15 +21,6 @@ from models.normalization import (
 from models.style import PerClassLinear, StyleEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a thread pool; on a shared, busy CPU its spin-waits cost 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
     return F.one_hot(labels, k).permute(0, 3, 1, 2).float()  # (B,K,H,W)
 

@@ -25,16 +25,6 @@ SIZES = [(256, 176), (256, 256), (128, 64)]
 POSE = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run several times faster on one thread (no OpenMP
-    threads spin-waiting for a core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_spatn(in_channels: int, num_classes: int, norm: str = "instance") -> SPATN:
     return SPATN(in_channels, num_classes, POSE, ngf=4, n_blocks=2, n_downsampling=2, norm=norm)
 

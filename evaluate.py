@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.annotations import AnnotationError, read_annotations, read_pairs
+from data.annotations import read_annotations, read_pairs
 from data.datasets import generated_image_name
 from metrics import estimators, table
 from metrics.fid import REAL_SET, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance, read_rgb
@@ -38,13 +38,14 @@ from metrics.lpips import LPIPSMetric
 from metrics.masks import pose_masks
 from metrics.pckh import pckh_counts, pckh_score
 from metrics.ssim import masked_ssim, ssim
-from utils.config import ConfigError, load_config
-from utils.weights import MissingWeightsError
+from utils.cli import run_main
+from utils.config import load_config
+from utils.errors import InputError
 
 SHOW_MISSING = 10  # how many missing names an error lists
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """Inputs that cannot be evaluated as asked (missing images, keypoints, wrong options)."""
 
 
@@ -311,9 +312,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (EvaluationError, ConfigError, AnnotationError, MissingWeightsError, estimators.EstimatorError,
-            FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

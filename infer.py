@@ -36,9 +36,6 @@ own parsing from the source image with the source pose as both poses (the paper'
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,148 +46,21 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from data.annotations import AnnotationError, read_annotations
 from data.loaders import label_merge, num_labels
 from data.parsing import NUM_CIHP, merge_labels, one_hot
-from data.pose import NUM_JOINTS, is_missing
+from data.pose import is_missing
+from data.pose_files import check_pose, read_poses, read_source_pose
 from models.build import build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
-from scripts.openpose_to_csv import OpenPoseError, person_joints, select_person
 from utils import checkpoint as ck
-from utils.config import Config, ConfigError, config_from_dict, load_config, parse_override
+from utils.cli import run_main
+from utils.config import Config, config_from_dict, load_config, parse_override
+from utils.errors import InputError
 from utils.visual import parsing_picture, to_uint8
 
 
-class InferenceError(ValueError):
+class InferenceError(InputError):
     """Input infer.py cannot use: a pose, image or parsing file; the message names it."""
-
-
-NECK = 1
-TORSO_JOINTS = (2, 5, 8, 11)  # shoulders and hips: with the neck they fix the body's position and scale
-MIN_VISIBLE_JOINTS = 4
-MIN_CONFIDENCE = 0.1
-# ------------------------------------------------------------------------------------------------ poses
-
-
-def openpose_keypoints(data: dict, origin: str) -> np.ndarray:
-    """An OpenPose JSON document -> (18,2) float32 (y, x), -1 missing. Picks the most confident person.
-
-    BODY_25 and COCO-18 are read by scripts/openpose_to_csv.py's reader; unlike the CSV, the coordinates stay
-    fractional here (no file format asks for integers).
-    """
-    people = data.get("people")
-    if not isinstance(people, list) or not people:
-        raise InferenceError(f"pose {origin}: the OpenPose file lists no person ('people' is empty)")
-    try:
-        joints = select_person([
-            person_joints(p.get("pose_keypoints_2d") if isinstance(p, dict) else None, "auto", Path(origin), i)
-            for i, p in enumerate(people)])  # (18,3) [x, y, c]
-    except OpenPoseError as err:
-        raise InferenceError(f"pose {err}") from err
-    keypoints = joints[:, [1, 0]].astype(np.float32)  # (x, y) -> (y, x)
-    keypoints[(joints[:, 2] < MIN_CONFIDENCE) | (joints[:, 2] <= 0)] = -1  # OpenPose writes c = 0 when not found
-    return keypoints
-
-
-def pair_list_keypoints(data: list, origin: str) -> np.ndarray:
-    """A JSON list of 18 [y, x] pairs ([-1, -1] or null missing) -> (18,2) float32."""
-    if len(data) != NUM_JOINTS:
-        raise InferenceError(f"pose {origin}: {len(data)} joints listed; expected {NUM_JOINTS} [y, x] pairs")
-    keypoints = np.full((NUM_JOINTS, 2), -1, dtype=np.float32)
-    for j, pair in enumerate(data):
-        if pair is None:
-            continue
-        if (not isinstance(pair, list) or len(pair) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)):
-            raise InferenceError(f"pose {origin}: joint {j} is {pair!r}; expected a [y, x] pair of numbers or null")
-        keypoints[j] = pair
-    return keypoints
-
-
-def _is_pair_list(data: object) -> bool:
-    """A list whose entries are null or flat lists: one pose (a sequence holds lists of lists)."""
-    return isinstance(data, list) and all(
-        p is None or (isinstance(p, list) and not any(isinstance(v, list) for v in p)) for p in data)
-
-
-def json_poses(path: Path) -> list[tuple[str, np.ndarray]]:
-    """(name, keypoints) for every pose in one JSON file: OpenPose, a pair list, or a list of pair lists."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InferenceError(f"pose file {path}: not readable JSON: {err}") from err
-    if isinstance(data, dict):
-        return [(str(path), openpose_keypoints(data, str(path)))]
-    if _is_pair_list(data):
-        return [(str(path), pair_list_keypoints(data, str(path)))]
-    if isinstance(data, list) and data and all(isinstance(p, list) for p in data):
-        return [(f"{path}[{i}]", pair_list_keypoints(p, f"{path}[{i}]")) for i, p in enumerate(data)]
-    raise InferenceError(f"pose file {path}: expected an OpenPose document, a list of 18 [y, x] pairs or a list of "
-                         "such lists")
-
-
-def csv_poses(path: Path, row: str | None) -> list[tuple[str, np.ndarray]]:
-    """(name, keypoints) for every row of an annotation CSV, in file order, or for the one row named `row`."""
-    try:
-        table = read_annotations(path)
-    except AnnotationError as err:
-        raise InferenceError(str(err)) from err
-    if row is not None:
-        if row not in table:
-            raise InferenceError(f"pose file {path}: no row named {row!r} ({len(table)} rows)")
-        table = {row: table[row]}
-    return [(f"{path} row {name!r}", np.asarray(kp, dtype=np.float32)) for name, kp in table.items()]
-
-
-_CSV_ROW = re.compile(r"^(?P<path>.+\.csv):(?P<row>[^:]+)$", re.IGNORECASE)
-
-
-def read_poses(spec: str) -> list[tuple[str, np.ndarray]]:
-    """Every pose a command-line pose argument names: a CSV (optionally CSV:ROW), a JSON file or a folder of JSON."""
-    path, row = Path(spec), None
-    if not path.exists() and (m := _CSV_ROW.match(spec)):
-        path, row = Path(m["path"]), m["row"]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json")
-        if not files:
-            raise InferenceError(f"pose folder {path}: no .json files in it")
-        return [pose for f in files for pose in json_poses(f)]
-    if not path.is_file():
-        raise InferenceError(f"pose file not found: {path}")
-    if path.suffix.lower() == ".csv":
-        return csv_poses(path, row)
-    return json_poses(path)
-
-
-def read_source_pose(spec: str, source_image: Path) -> tuple[str, np.ndarray]:
-    """The single source pose; a whole CSV resolves to the row named like the source image."""
-    path = Path(spec)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        try:
-            rows = read_annotations(path)
-        except AnnotationError as err:
-            raise InferenceError(str(err)) from err
-        if len(rows) > 1 and source_image.name in rows:
-            spec = f"{spec}:{source_image.name}"
-    poses = read_poses(spec)
-    if len(poses) != 1:
-        raise InferenceError(f"--source-pose {spec}: holds {len(poses)} poses; the source needs one "
-                             "(pick a CSV row with FILE.csv:NAME)")
-    return poses[0]
-
-
-def check_pose(keypoints: np.ndarray, name: str, height: int, width: int) -> None:
-    """Refuse a pose the networks cannot place: fewer than 4 joints in the frame, or no torso."""
-    y, x = keypoints[:, 0], keypoints[:, 1]
-    # pixel i covers [i - 0.5, i + 0.5): a joint is in the frame when it lies on one of its pixels
-    inside = ~is_missing(keypoints) & (y >= -0.5) & (y < height - 0.5) & (x >= -0.5) & (x < width - 0.5)
-    count = int(inside.sum())
-    if count < MIN_VISIBLE_JOINTS:
-        raise InferenceError(f"pose {name}: only {count} joints visible (present and inside the {height}x{width} "
-                             f"frame); at least {MIN_VISIBLE_JOINTS} are needed")
-    if not (inside[NECK] and inside[list(TORSO_JOINTS)].any()):
-        raise InferenceError(f"pose {name}: no torso (the neck and at least one shoulder or hip must be visible "
-                             f"inside the {height}x{width} frame)")
 
 
 # ------------------------------------------------------------------------------------- fitting a frame
@@ -517,8 +387,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (InferenceError, ConfigError, ck.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

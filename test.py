@@ -12,7 +12,6 @@ maps as colour PNGs. Then: python evaluate.py --generated <out>/images --dataset
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ from data.loaders import build_dataset, build_loader
 from models.build import build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
+from utils.cli import run_main
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
 from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
@@ -141,8 +141,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, ck.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -35,6 +35,7 @@ from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_spatn, build_spgnet
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
+from utils.cli import run_main
 from utils.config import Config, ConfigError, TrainConfig, load_config, save_config, to_dict
 from utils.distributed import DistInfo, ShardedEpochSampler, all_reduce_mean, cleanup, convert_sync_batchnorm, setup
 from utils.host_memory import keep_freed_memory
@@ -667,8 +668,4 @@ def validate_flow(net: nn.Module, loader, pose_encoder, device, cfg: Config) -> 
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, ck.CheckpointError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from data.pose import NUM_JOINTS, is_missing
+from utils.errors import InputError
 
 ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
 PAIRS_HEADER = "from,to"
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """A malformed annotation or pairs file; the message starts with `file:line:`."""
 
 

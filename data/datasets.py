@@ -26,6 +26,7 @@ from data.annotations import read_annotations, read_pairs
 from data.parsing import FLIP_LABELS, NUM_CIHP, check_merge, one_hot
 from data.pose import FLIP_JOINTS, is_missing
 from data.pose import encode_pose as encode_pose_maps
+from utils.errors import InputError
 
 # Each DataLoader worker decodes one image at a time; cv2's own thread pool on top of the workers would
 # oversubscribe the cores. Set at import, so the main process, forked and spawned workers all inherit it.
@@ -34,7 +35,7 @@ cv2.setNumThreads(0)
 SHOW_MISSING = 20  # names listed per kind of missing file; the rest are counted
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder that does not match the layout: missing, unreadable or mis-sized files."""
 
 

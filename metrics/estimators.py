@@ -20,6 +20,7 @@ import torch
 
 from data.annotations import write_annotations
 from data.pose import NUM_JOINTS
+from utils.errors import InputError
 
 
 @runtime_checkable
@@ -27,7 +28,7 @@ class PoseEstimator(Protocol):
     def __call__(self, images: np.ndarray) -> np.ndarray | torch.Tensor: ...
 
 
-class EstimatorError(ValueError):
+class EstimatorError(InputError):
     """An estimator that cannot be loaded or returns something other than (B,18,2) keypoints."""
 
 

@@ -36,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.annotations import read_annotations, write_pairs  # noqa: E402
 from data.pose import NUM_JOINTS, is_missing  # noqa: E402
+from utils.errors import InputError  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 MARKET_NAME = re.compile(r"^(-?\d+)_c\d+s\d+_\d+_\d+$")  # stem of <id>_c<cam>s<seq>_<frame>_<box>
 MARKET_EXCLUDED = {"-1", "0000"}  # Market-1501: -1 distractors, 0000 junk detections
 
 
-class PairsError(ValueError):
+class PairsError(InputError):
     """Bad names, files or arguments; the message names the file or image."""
 
 

@@ -27,12 +27,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.parsing import CIHP_LABELS, PRESET_MERGES, merge_labels  # noqa: E402
+from utils.errors import InputError  # noqa: E402
 
 NUM_CIHP_LABELS = len(CIHP_LABELS)
 VIS_SUFFIX = "_vis.png"  # PGN's coloured visualisation, written next to each label map
 
 
-class ParsingError(ValueError):
+class ParsingError(InputError):
     """Bad parsing map or arguments; the message names the file."""
 
 

@@ -24,7 +24,6 @@ every image keeps an annotation; the count is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,68 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.annotations import write_annotations  # noqa: E402
 from data.pose import NUM_JOINTS  # noqa: E402
+from data.pose_files import OpenPoseError, read_openpose_json, select_person  # noqa: E402
 
-# BODY_25 index of each COCO-18 joint, in COCO order (OpenPose doc/02_output.md): BODY_25 inserts MidHip at 8
-# and appends the feet (19-24), the other 18 keep COCO's order.
-BODY25_TO_COCO18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
-FORMAT_JOINTS = {"body25": 25, "coco": 18}
 JSON_SUFFIX = "_keypoints.json"
-
-
-class OpenPoseError(ValueError):
-    """Bad OpenPose output or arguments; the message names the file."""
-
-
-def detect_format(num_values: int, path: Path, person: int) -> str:
-    """'body25' or 'coco' from the length of one person's flat keypoint list (3 values per joint)."""
-    for fmt, joints in FORMAT_JOINTS.items():
-        if num_values == 3 * joints:
-            return fmt
-    raise OpenPoseError(f"{path}: person {person} has {num_values} pose_keypoints_2d values; expected 75 (BODY_25, "
-                        f"25 joints x [x, y, c]) or 54 (COCO, 18 joints)")
-
-
-def person_joints(flat: list, fmt: str, path: Path, person: int) -> np.ndarray:
-    """One person's flat [x, y, c] * N list -> (18, 3) float64 [x, y, c] in COCO-18 order."""
-    try:
-        values = np.asarray(flat, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise OpenPoseError(f"{path}: person {person}: pose_keypoints_2d is not a list of numbers ({e})") from None
-    if values.ndim != 1:
-        raise OpenPoseError(f"{path}: person {person}: pose_keypoints_2d must be a flat list, got shape {values.shape}")
-    found = detect_format(values.size, path, person)
-    if fmt != "auto" and found != fmt:
-        raise OpenPoseError(f"{path}: person {person} has {values.size} values ({found}), but --format {fmt} was given")
-    if not np.isfinite(values).all():
-        raise OpenPoseError(f"{path}: person {person}: pose_keypoints_2d holds NaN or infinite values")
-    joints = values.reshape(-1, 3)  # (N, 3) [x, y, c]
-    return joints[list(BODY25_TO_COCO18)] if found == "body25" else joints
-
-
-def read_openpose_json(path: Path, fmt: str = "auto") -> list[np.ndarray]:
-    """Every person in one OpenPose JSON file, each (18, 3) [x, y, c] in COCO-18 order."""
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise OpenPoseError(f"{path}: malformed JSON: {e}") from None
-    except UnicodeDecodeError as e:
-        raise OpenPoseError(f"{path}: not a text JSON file ({e})") from None
-    people = doc.get("people") if isinstance(doc, dict) else None
-    if not isinstance(people, list):
-        raise OpenPoseError(f"{path}: no 'people' list (is this an OpenPose --write_json file?)")
-    out = []
-    for i, person in enumerate(people):
-        if not isinstance(person, dict) or "pose_keypoints_2d" not in person:
-            raise OpenPoseError(f"{path}: person {i} has no 'pose_keypoints_2d'")
-        out.append(person_joints(person["pose_keypoints_2d"], fmt, path, i))
-    return out
-
-
-def select_person(people: list[np.ndarray]) -> np.ndarray | None:
-    """The person with the highest summed joint confidence (the first on a tie), or None when nobody is there."""
-    if not people:
-        return None
-    return people[int(np.argmax([p[:, 2].sum() for p in people]))]
 
 
 def to_frame(joints: np.ndarray, min_confidence: float, src_size: tuple[int, int] | None,

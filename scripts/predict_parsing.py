@@ -43,6 +43,7 @@ from infer import (  # noqa: E402
     read_image,
 )
 from utils import checkpoint as ck  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
 
 
@@ -159,8 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (InferenceError, ConfigError, ck.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

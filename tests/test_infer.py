@@ -14,6 +14,7 @@ import infer
 from data.annotations import read_annotations
 from data.parsing import PRESET_MERGES, merge_labels
 from data.pose import encode_pose
+from data.pose_files import PoseError
 from data.synthetic import generate_dataset
 from models.build import build_all, build_spatn
 from scripts import predict_parsing
@@ -206,7 +207,7 @@ def test_too_few_joints_and_no_torso_name_the_pose(tmp_path, ckpts, source):
     (tmp_path / "targets.csv").write_text(csv_text([("ok.jpg", POSE), ("bad.jpg", few)]))
     base = ["--checkpoint", str(ckpts["spatn"]), "--source", str(image), "--source-pose", f"{csv}:{name}",
             "--source-parsing", str(parsing), "--out", str(tmp_path / "o")]
-    with pytest.raises(infer.InferenceError, match=r"targets\.csv row 'bad\.jpg'.*only 3 joints"):
+    with pytest.raises(PoseError, match=r"targets\.csv row 'bad\.jpg'.*only 3 joints"):
         infer.main(base + ["--target-poses", str(tmp_path / "targets.csv")])
     headless = POSE.copy()
     headless[1] = -1  # no neck: 15 joints, but no torso
@@ -214,7 +215,7 @@ def test_too_few_joints_and_no_torso_name_the_pose(tmp_path, ckpts, source):
     folder.mkdir()
     pose_json(folder / "0001.json", POSE)
     pose_json(folder / "0002_no_neck.json", headless)
-    with pytest.raises(infer.InferenceError, match=r"0002_no_neck\.json: no torso"):
+    with pytest.raises(PoseError, match=r"0002_no_neck\.json: no torso"):
         infer.main(base + ["--target-poses", str(folder)])
 
 

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from utils.config import Config, architecture_mismatches
+from utils.errors import InputError
 
 FORMAT = "spgnet-checkpoint-v1"
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: damaged, foreign, or from an incompatible config."""
 
 

@@ -19,8 +19,10 @@ from typing import Any, Union
 
 import yaml
 
+from utils.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A config file or override that does not fit the schema."""
 
 

@@ -20,6 +20,8 @@ import torch
 import torchvision.models as tv_models
 from pytorch_fid.inception import FID_WEIGHTS_URL
 
+from utils.errors import InputError
+
 
 @dataclass(frozen=True)
 class WeightsInfo:
@@ -57,7 +59,7 @@ KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(InputError, FileNotFoundError):
     """A checkpoint file is not where we looked; the message says where we looked and how to fetch it."""
 
 

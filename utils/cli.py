@@ -1,0 +1,40 @@
+"""The top of every entry point: known bad input -> one `error:` line and exit code 2, bugs -> a traceback.
+
+    if __name__ == "__main__":
+        run_main(main)
+
+Known errors are the project's `InputError`s (their messages name the file, line or key), `OSError` (a missing
+file, a read-only folder, a full disk: the message names the path) and `FloatingPointError` (a run stopped on a
+non-finite loss). Anything else is a bug and keeps its traceback. `SPGNET_DEBUG=1` shows the traceback of known
+errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+from utils.errors import InputError
+
+KNOWN_ERRORS = (InputError, OSError, FloatingPointError)
+EXIT_BAD_INPUT = 2
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for a known error."""
+    return f"error: {str(err).strip() or type(err).__name__}"
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Call `main()`; a known error prints `error_line` on a fresh line of stderr (above any progress bar) and
+    exits with code 2."""
+    try:
+        main()
+    except KNOWN_ERRORS as err:
+        if os.environ.get("SPGNET_DEBUG"):
+            raise
+        tqdm.write(error_line(err), file=sys.stderr)  # clears an active bar first, so the line starts fresh
+        sys.exit(EXIT_BAD_INPUT)

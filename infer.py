@@ -43,20 +43,17 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from data.loaders import label_merge, num_labels
-from data.parsing import NUM_CIHP, merge_labels, one_hot
+from data.parsing import NUM_CIHP, label_merge, merge_labels, one_hot
 from data.pose import is_missing
 from data.pose_files import check_pose, read_poses, read_source_pose
-from models.build import build_flow, build_spatn, build_spgnet
-from models.pose_encoding import PoseEncoder
+from data.visual import from_uint8, parsing_picture, read_image, to_uint8
+from models.pipeline import Pipeline, load_pipeline
 from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
 from utils.errors import InputError
-from utils.visual import parsing_picture, to_uint8
 
 
 class InferenceError(InputError):
@@ -123,14 +120,6 @@ def fit_labels(labels: np.ndarray, fit: Fit, frame: tuple[int, int]) -> np.ndarr
 # ----------------------------------------------------------------------------------- images and labels
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(h,w,3) uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InferenceError(f"image {path}: not found or not a readable image")
-    return image[..., ::-1].copy()
-
-
 def read_cihp_labels(path: Path) -> np.ndarray:
     """A single-channel uint8 PNG of CIHP labels 0..19 -> (h,w) uint8."""
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -148,65 +137,7 @@ def read_cihp_labels(path: Path) -> np.ndarray:
     return labels
 
 
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H,W,3) uint8 -> (3,H,W) float32 in [-1, 1], as the datasets normalise."""
-    return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
-
-
-# -------------------------------------------------------------------------------------------- networks
-
-
-def load_pose_encoder(cfg: Config, ckpt: dict, device: torch.device) -> PoseEncoder:
-    """Keypoints -> 30 pose maps on the device, with the checkpoint's learnt kappa when it has one."""
-    h, w = cfg.data.image_size
-    p = cfg.pose
-    encoder = PoseEncoder(h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.learnable_kappa)
-    if "pose_encoder" in ckpt["models"]:
-        encoder.load_state_dict(ckpt["models"]["pose_encoder"])
-    return encoder.to(device).eval()
-
-
-def load_spatn(cfg: Config, ckpt: dict, device: torch.device) -> nn.Module:
-    spatn = build_spatn(cfg)
-    spatn.load_state_dict(ckpt["models"]["spatn"])
-    return spatn.to(device).eval()
-
-
-@dataclass
-class Networks:
-    spatn: nn.Module
-    flow: nn.Module
-    generator: nn.Module
-    pose_encoder: PoseEncoder
-    num_classes: int
-    spatn_takes_image: bool
-
-
-def load_networks(cfg: Config, ckpt: dict, path: Path, device: torch.device) -> Networks:
-    """SPATN, the frozen flow module and SPGNet of a joint-stage checkpoint, in eval mode."""
-    models = ckpt["models"]
-    if "generator" not in models or "spatn" not in models:
-        raise ck.CheckpointError(f"{path} holds {', '.join(sorted(models))}; infer.py needs a joint-stage checkpoint "
-                                 "(spatn, generator and the frozen flow module)")
-    flow_state = models.get("flow")
-    if flow_state is None:
-        if cfg.model.flow.checkpoint is None:
-            raise ck.CheckpointError(f"{path} holds no flow module (trained with model.flow.source=files); pass a "
-                                     "flow-module checkpoint with model.flow.checkpoint=<step-*.pt>")
-        flow_ckpt = ck.load_checkpoint(cfg.model.flow.checkpoint)
-        if "flow" not in flow_ckpt["models"]:
-            raise ck.CheckpointError(f"model.flow.checkpoint {cfg.model.flow.checkpoint} holds no flow module")
-        flow_state = flow_ckpt["models"]["flow"]
-    flow = build_flow(cfg)
-    try:
-        flow.load_state_dict(flow_state)
-    except RuntimeError as err:  # a flow module of other widths: name the keys that shape it
-        raise ck.CheckpointError(f"the flow module does not fit the model.flow.* keys of this config: {err}") from err
-    generator = build_spgnet(cfg)
-    generator.load_state_dict(models["generator"])
-    return Networks(spatn=load_spatn(cfg, ckpt, device), flow=flow.to(device).eval(),
-                    generator=generator.to(device).eval(), pose_encoder=load_pose_encoder(cfg, ckpt, device),
-                    num_classes=num_labels(cfg), spatn_takes_image=cfg.model.spatn.input == "image")
+# ----------------------------------------------------------------------------------------- config
 
 
 def merge_dicts(base: dict, update: dict) -> dict:
@@ -234,32 +165,19 @@ def resolve_config(ckpt: dict, path: Path, config_file: str | None, overrides: l
 
 
 @torch.no_grad()
-def predict_own_parsing(spatn: nn.Module, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-    """SPATN*(image, pose, pose): each image's own parsing labels (B,H,W) long, in the merged label set
-    (the paper's Market-1501 recipe: the source pose as both poses)."""
-    return spatn(image, pose, pose).argmax(dim=1)  # (B,K,H,W) logits -> (B,H,W)
-
-
-@torch.no_grad()
-def generate(nets: Networks, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
+def generate(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
              tgt_keypoints: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """One source (3,H,W), (18,2), (K,H,W) and N target poses (N,18,2) -> frames (N,H,W,3) uint8 and the
     predicted target parsing pictures (N,H,W,3) uint8 (CIHP palette)."""
-    src_pose = nets.pose_encoder(src_keypoints[None])  # (1,30,H,W)
     frames, parsings = [], []
     for start in tqdm(range(0, len(tgt_keypoints), batch_size), desc="infer", dynamic_ncols=True, leave=False):
-        tgt_pose = nets.pose_encoder(tgt_keypoints[start : start + batch_size])  # (B,30,H,W)
-        b = tgt_pose.shape[0]
-        image = src_image[None].expand(b, -1, -1, -1)  # (B,3,H,W)
-        parsing = src_parsing[None].expand(b, -1, -1, -1)  # (B,K,H,W)
-        pose = src_pose.expand(b, -1, -1, -1)
-        logits = nets.spatn(image if nets.spatn_takes_image else parsing, pose, tgt_pose)  # (B,K,H,W)
-        tgt_parsing = one_hot(logits.argmax(dim=1), nets.num_classes)
-        flow_out = nets.flow(pose, tgt_pose)
-        fake = nets.generator(image, tgt_pose, parsing, tgt_parsing, flow_out.flow.float(),
-                              flow_out.vis_logits.argmax(dim=1))  # (B,3,H,W)
-        frames.append(to_uint8(fake))
-        parsings.append(parsing_picture(logits))
+        tgt = tgt_keypoints[start : start + batch_size]  # (B,18,2)
+        b = tgt.shape[0]
+        out = pipe.render({"src_image": src_image[None].expand(b, -1, -1, -1),  # (B,3,H,W)
+                           "src_parsing": src_parsing[None].expand(b, -1, -1, -1),  # (B,K,H,W)
+                           "src_keypoints": src_keypoints[None].expand(b, -1, -1), "tgt_keypoints": tgt})
+        frames.append(to_uint8(out.image))
+        parsings.append(parsing_picture(out.logits))
     return np.concatenate(frames), np.concatenate(parsings)
 
 
@@ -359,15 +277,17 @@ def main(argv: list[str] | None = None) -> Path:
     tgt_keypoints = prepare_targets(args, cfg)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    nets = load_networks(cfg, ckpt, ckpt_path, device)
-    src_image = image_tensor(image).to(device)  # (3,H,W)
+    # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
+    cfg.model.flow.source = "net"
+    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
+    src_image = from_uint8(image).to(device)  # (3,H,W)
     src_kp = torch.from_numpy(src_keypoints).to(device)  # (18,2)
     if labels is None:
-        own = predict_own_parsing(nets.spatn, src_image[None], nets.pose_encoder(src_kp[None]))  # (1,H,W)
-        src_parsing = one_hot(own, nets.num_classes)[0]  # (K,H,W)
+        own = pipe.own_parsing(src_image[None], pipe.pose_encoder(src_kp[None]))  # (1,H,W)
+        src_parsing = one_hot(own, pipe.num_classes)[0]  # (K,H,W)
     else:
-        src_parsing = one_hot(torch.from_numpy(labels).to(device), nets.num_classes)  # (K,H,W)
-    frames, parsings = generate(nets, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
+        src_parsing = one_hot(torch.from_numpy(labels).to(device), pipe.num_classes)  # (K,H,W)
+    frames, parsings = generate(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
                                 args.batch_size or cfg.test.batch_size)
 
     out = Path(args.out)

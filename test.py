@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from data.datasets import generated_image_name
 from data.loaders import build_dataset, build_loader
-from models.build import build_flow, build_spatn, build_spgnet
-from models.pose_encoding import PoseEncoder
+from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
+from models.pipeline import load_pipeline
 from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
-from utils.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
+from utils.training import to_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,28 +66,8 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt_path = Path(args.checkpoint)
     ckpt = ck.load_checkpoint(ckpt_path)
     ck.check_compatible(ckpt, cfg, ckpt_path)
-    if "generator" not in ckpt["models"]:
-        raise ck.CheckpointError(f"{ckpt_path} is a flow-module checkpoint; test.py needs a joint-stage one")
 
-    spatn, gen = build_spatn(cfg), build_spgnet(cfg)
-    spatn.load_state_dict(ckpt["models"]["spatn"])
-    gen.load_state_dict(ckpt["models"]["generator"])
-    spatn, gen = spatn.to(device).eval(), gen.to(device).eval()
-    flow_net = None
-    if cfg.model.flow.source == "net":
-        if "flow" not in ckpt["models"]:
-            raise ck.CheckpointError(f"{ckpt_path} holds no flow module; set model.flow.source=files")
-        flow_net = build_flow(cfg)
-        flow_net.load_state_dict(ckpt["models"]["flow"])
-        flow_net = flow_net.to(device).eval()
-    h, w = cfg.data.image_size
-    pose_encoder = None
-    if cfg.pose.encode_on_device or cfg.pose.learnable_kappa:
-        pose_encoder = PoseEncoder(h, w, cfg.pose.heatmap, cfg.pose.sigma, cfg.pose.radius, cfg.pose.kappa,
-                                   cfg.pose.learnable_kappa)
-        if "pose_encoder" in ckpt["models"]:
-            pose_encoder.load_state_dict(ckpt["models"]["pose_encoder"])
-        pose_encoder = pose_encoder.to(device)
+    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
 
     pairs = str(Path(args.pairs).resolve()) if args.pairs else None
     dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs)
@@ -110,20 +90,10 @@ def main(argv: list[str] | None = None) -> Path:
                           cfg.data.num_workers if args.workers is None else args.workers,
                           pin_memory=device.type == "cuda")
     for batch in tqdm(loader, desc="test", dynamic_ncols=True):
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        if pose_encoder is not None:
-            batch["src_pose"] = pose_encoder(batch["src_keypoints"])
-            batch["tgt_pose"] = pose_encoder(batch["tgt_keypoints"])
-        source = batch["src_parsing"] if cfg.model.spatn.input == "parsing" else batch["src_image"]
-        logits = spatn(source, batch["src_pose"], batch["tgt_pose"])  # (B,K,H,W)
-        parsing = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).float()
-        if flow_net is None:
-            flow, vis = batch["flow"], batch["vis"]
-        else:
-            f = flow_net(batch["src_pose"], batch["tgt_pose"])
-            flow, vis = f.flow, f.vis_logits.argmax(1)
-        fake = gen(batch["src_image"], batch["tgt_pose"], batch["src_parsing"], parsing, flow, vis)  # (B,3,H,W)
-        generated = to_uint8(fake)
+        batch = to_device(batch, device, channels_last=False)
+        rendered = pipe.render(batch)
+        logits = rendered.logits
+        generated = to_uint8(rendered.image)
         grid_cols = None
         if args.grids:
             grid_cols = [to_uint8(batch["src_image"]), pose_picture(batch["tgt_pose"]), parsing_picture(logits),

@@ -26,6 +26,7 @@ from data.annotations import read_annotations, read_pairs
 from data.parsing import FLIP_LABELS, NUM_CIHP, check_merge, one_hot
 from data.pose import FLIP_JOINTS, is_missing
 from data.pose import encode_pose as encode_pose_maps
+from data.visual import from_uint8
 from utils.errors import InputError
 
 # Each DataLoader worker decodes one image at a time; cv2's own thread pool on top of the workers would
@@ -196,9 +197,7 @@ class PairDataset(torch.utils.data.Dataset):
         self._check_size(path, image.shape, "image")
         if flip:
             image = cv2.flip(image, 1)
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        image = torch.from_numpy(image).permute(2, 0, 1)  # (3,H,W) uint8 view
-        return image.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
+        return from_uint8(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
     def _parsing(self, name: str, flip: bool) -> torch.Tensor:
         """(K,H,W) float32 one-hot of the merged labels."""

@@ -5,35 +5,17 @@ from __future__ import annotations
 import torch
 
 from data.datasets import PairDataset
-from data.parsing import PRESET_MERGES, num_classes
-from utils.config import Config, ConfigError
+from data.parsing import label_merge
+from utils.config import Config
 
 
-def label_merge(cfg: Config) -> list[int] | None:
-    """The configured CIHP-20 -> K table, or None for the identity."""
-    merge = cfg.data.label_merge
-    if isinstance(merge, str):
-        if merge not in PRESET_MERGES:
-            known = ", ".join(sorted(PRESET_MERGES))
-            raise ConfigError(f"key 'data.label_merge' = {merge!r} is not a preset ({known}) or a list")
-        merge = PRESET_MERGES[merge]
-    return list(merge)
-
-
-def num_labels(cfg: Config) -> int:
-    """K, the number of parsing classes the networks see."""
-    return num_classes(label_merge(cfg))
-
-
-def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool | None = None,
+def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool = False,
                   augment: bool = False, pairs_file: str | None = None) -> PairDataset:
     """The train or test pair dataset of the configured layout (DESIGN.md section 2)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
     d = cfg.data
     image_dir = d.train_dir if split == "train" else d.test_dir
-    if with_flow is None:
-        with_flow = d.use_flow_files
     return PairDataset(
         root=d.root,
         image_dir=image_dir,

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from utils.config import Config, ConfigError
+
 CIHP_LABELS = (
     "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
     "jumpsuit", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe",
@@ -90,3 +92,19 @@ def colorize(labels: np.ndarray | torch.Tensor) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() >= len(PALETTE)):
         raise ValueError(f"labels must lie in 0..{len(PALETTE) - 1} to be coloured, got {labels.min()}..{labels.max()}")
     return PALETTE[labels.astype(np.intp)]
+
+
+def label_merge(cfg: Config) -> list[int] | None:
+    """The configured CIHP-20 -> K table, or None for the identity."""
+    merge = cfg.data.label_merge
+    if isinstance(merge, str):
+        if merge not in PRESET_MERGES:
+            known = ", ".join(sorted(PRESET_MERGES))
+            raise ConfigError(f"key 'data.label_merge' = {merge!r} is not a preset ({known}) or a list")
+        merge = PRESET_MERGES[merge]
+    return list(merge)
+
+
+def num_labels(cfg: Config) -> int:
+    """K, the number of parsing classes the networks see."""
+    return num_classes(label_merge(cfg))

@@ -11,33 +11,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from data.loaders import num_labels
-from models.build import POSE_CHANNELS, build_all
-from utils.config import Config, ConfigError, load_config
-
-
-def dummy_batch(cfg: Config, batch_size: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
-    h, w = cfg.data.image_size
-    k = num_labels(cfg)
-    g = torch.Generator().manual_seed(seed)
-
-    def parsing() -> torch.Tensor:
-        labels = torch.randint(0, k, (batch_size, h, w), generator=g)
-        return F.one_hot(labels, k).permute(0, 3, 1, 2).float()  # (B,K,H,W)
-
-    return {
-        "src_image": torch.rand(batch_size, 3, h, w, generator=g) * 2 - 1,
-        "src_pose": torch.rand(batch_size, POSE_CHANNELS, h, w, generator=g),
-        "tgt_pose": torch.rand(batch_size, POSE_CHANNELS, h, w, generator=g),
-        "src_parsing": parsing(),
-        "tgt_parsing": parsing(),
-        "flow": torch.randn(batch_size, 2, h, w, generator=g) * 4,
-        "vis": torch.randint(0, 3, (batch_size, h, w), generator=g),
-    }
+from data.fake_batch import random_batch
+from data.parsing import num_labels
+from models.build import build_all
+from utils.cli import run_main
+from utils.config import Config, load_config
 
 
 def run_network(name: str, net: nn.Module, cfg: Config, b: dict[str, torch.Tensor]) -> object:
@@ -70,16 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="YAML file in configs/")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.generator.variant=sean")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+    cfg = load_config(args.config, args.overrides)
     h, w = cfg.data.image_size
     print(
         f"{args.config}: image {h}x{w}, {num_labels(cfg)} parsing classes, generator variant "
         f"'{cfg.model.generator.variant}'; dummy batch of 1"
     )
-    batch = dummy_batch(cfg)
+    batch = random_batch(cfg, 1)
     for name, net in build_all(cfg).items():
         params = sum(p.numel() for p in net.parameters())
         net.eval()
@@ -92,4 +70,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

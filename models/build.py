@@ -3,17 +3,27 @@ that reads `cfg.model` (EDM's rule: no config object is passed into a layer)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
-from data.loaders import num_labels
+from data.parsing import num_labels
 from data.pose import NUM_JOINTS, NUM_LIMBS
-from models import build_generator
 from models.discriminator import PatchDiscriminator
 from models.flow import FlowNet
+from models.pose_encoding import PoseEncoder
 from models.spatn import SPATN
-from utils.config import Config
+from models.variants import build_generator
+from utils.config import Config, GeneratorConfig
 
 POSE_CHANNELS = NUM_JOINTS + NUM_LIMBS  # 30: 18 joint heatmaps + 12 limb distance maps
+
+
+def build_pose_encoder(cfg: Config) -> PoseEncoder:
+    """Keypoints -> (B,30,H,W) pose maps on the device (pose.*)."""
+    h, w = cfg.data.image_size
+    p = cfg.pose
+    return PoseEncoder(h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.learnable_kappa)
 
 
 def build_spatn(cfg: Config) -> SPATN:
@@ -31,20 +41,12 @@ def build_flow(cfg: Config) -> FlowNet:
 
 
 def build_spgnet(cfg: Config) -> nn.Module:
-    """The stage-2 generator of the configured variant (paper Table 3)."""
-    m = cfg.model.generator
-    return build_generator(
-        m.variant,
-        num_classes=num_labels(cfg),
-        image_size=tuple(cfg.data.image_size),
-        pose_channels=POSE_CHANNELS,
-        base_channels=m.base_channels,
-        max_channels=m.max_channels,
-        n_scales=m.n_scales,
-        n_res_blocks=m.n_res_blocks,
-        n_warp_scales=m.n_warp_scales,
-        style_dim=m.style_dim,
-    )
+    """The stage-2 generator of the configured variant (paper Table 3), with the model.generator.* keys."""
+    fields = dataclasses.asdict(cfg.model.generator)
+    variant = fields.pop("variant")
+    defaults = dataclasses.asdict(GeneratorConfig())
+    return build_generator(variant, num_classes=num_labels(cfg), image_size=tuple(cfg.data.image_size),
+                           pose_channels=POSE_CHANNELS, defaults=defaults, **fields)
 
 
 def build_discriminator(cfg: Config) -> PatchDiscriminator:

@@ -92,7 +92,7 @@ def check_inputs(
 class SPGNetGenerator(nn.Module):
     """The stage-2 generator and its dual-path-UNet ablations (paper Table 3).
 
-    norm: "sean" (full model), "spade" (Ours-SPADE), "cc" (Ours-CC), "none" (Baseline: batch norm).
+    norm: "sean" (full model), "spade" (Ours-SPADE), "cc" (Ours-CC), "batch" (Baseline: plain batch norm).
     parsing_in_pose_encoder: the pose encoder reads cat[target pose, target parsing] (Baseline-S).
     norm_hidden: hidden width of the parsing branch of SEAN/SPADE/CC (64 in SPADE and the authors' code).
     """

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORM_KINDS = ("sean", "spade", "cc", "none")
+NORM_KINDS = ("sean", "spade", "cc", "batch")
 
 
 def match_size(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -201,6 +201,6 @@ def norm_factory(
         return partial(SPADE, label_channels=label_channels, hidden=hidden, kernel_size=kernel_size)
     if kind == "cc":
         return partial(CondConv, label_channels=label_channels, hidden=hidden, kernel_size=kernel_size)
-    if kind == "none":
+    if kind == "batch":
         return PlainNorm
     raise ValueError(f"unknown conditional normalisation {kind!r}; expected one of {', '.join(NORM_KINDS)}")

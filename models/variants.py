@@ -16,8 +16,10 @@ variants that do not use an input (PATN-S: flow, vis; SEAN: pose, flow, vis) sti
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,28 +29,9 @@ from models.generator import SPGNetGenerator, channel_widths, check_inputs, defa
 from models.normalization import match_size, norm_factory
 from models.spatn import PATBlock, encoder_pathway, norm_layer
 from models.style import StyleEncoder
+from utils.config import ConfigError
 
 PATN_BLOCKS = 9  # PATN's DeepFashion setting (and SPATN's)
-
-
-@dataclass(frozen=True)
-class GeneratorArgs:
-    """The resolved keyword arguments of `build_generator`, shared by every variant's builder."""
-
-    num_classes: int
-    pose_channels: int
-    base_channels: int
-    max_channels: int
-    n_scales: int
-    n_res_blocks: int
-    n_warp_scales: int
-    style_dim: int
-
-    @property
-    def norm_hidden(self) -> int:
-        """Hidden width of the conditional layers' parsing branch: 64 at the authors' max width 128 (SPADE's and
-        the authors' value), scaled with max_channels so narrow test/demo networks stay narrow."""
-        return max(1, self.max_channels // 2)
 
 
 class SEANGenerator(nn.Module):
@@ -110,9 +93,15 @@ class PATNSGenerator(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, pose_channels: int = 30, ngf: int = 32, n_blocks: int = PATN_BLOCKS, norm: str = "batch"
+        self,
+        num_classes: int,
+        pose_channels: int = 30,
+        base_channels: int = 32,
+        n_blocks: int = PATN_BLOCKS,
+        norm: str = "batch",
     ):
         super().__init__()
+        ngf = base_channels  # PATN's name: PAT blocks run at 4 ngf (128 at the authors' base 32; PATN uses 64)
         self.num_classes, self.pose_channels = num_classes, pose_channels
         self.image_encoder = encoder_pathway(3 + num_classes, ngf, 2, norm)
         self.pose_encoder = encoder_pathway(pose_channels + num_classes, ngf, 2, norm)
@@ -147,90 +136,55 @@ class PATNSGenerator(nn.Module):
         return self.decoder(image_code)
 
 
-def _spgnet(norm: str, parsing_in_pose_encoder: bool = False) -> Callable[[GeneratorArgs], nn.Module]:
-    def build(a: GeneratorArgs) -> nn.Module:
-        return SPGNetGenerator(
-            num_classes=a.num_classes,
-            pose_channels=a.pose_channels,
-            base_channels=a.base_channels,
-            max_channels=a.max_channels,
-            n_scales=a.n_scales,
-            n_res_blocks=a.n_res_blocks,
-            n_warp_scales=a.n_warp_scales,
-            style_dim=a.style_dim,
-            norm=norm,
-            parsing_in_pose_encoder=parsing_in_pose_encoder,
-            norm_hidden=a.norm_hidden,
-        )
-
-    return build
-
-
-def _patn_s(a: GeneratorArgs) -> nn.Module:
-    """ngf = base_channels (PAT blocks at 4 ngf, 128 at the authors' base 32; PATN itself uses ngf 64)."""
-    return PATNSGenerator(num_classes=a.num_classes, pose_channels=a.pose_channels, ngf=a.base_channels)
-
-
-def _sean(a: GeneratorArgs) -> nn.Module:
-    return SEANGenerator(
-        num_classes=a.num_classes,
-        base_channels=a.base_channels,
-        max_channels=a.max_channels,
-        n_scales=a.n_scales,
-        n_res_blocks=a.n_res_blocks,
-        style_dim=a.style_dim,
-        norm_hidden=a.norm_hidden,
-    )
-
-
-GENERATORS: dict[str, Callable[[GeneratorArgs], nn.Module]] = {
-    "full": _spgnet("sean"),
-    "baseline": _spgnet("none"),
-    "baseline_s": _spgnet("none", parsing_in_pose_encoder=True),
-    "ours_spade": _spgnet("spade"),
-    "ours_cc": _spgnet("cc"),
-    "patn_s": _patn_s,
-    "sean": _sean,
+GENERATORS: dict[str, Callable[..., nn.Module]] = {
+    "full": partial(SPGNetGenerator, norm="sean"),
+    "baseline": partial(SPGNetGenerator, norm="batch"),
+    "baseline_s": partial(SPGNetGenerator, norm="batch", parsing_in_pose_encoder=True),
+    "ours_spade": partial(SPGNetGenerator, norm="spade"),
+    "ours_cc": partial(SPGNetGenerator, norm="cc"),
+    "patn_s": PATNSGenerator,
+    "sean": SEANGenerator,
 }
 
 
-def build_generator(
-    variant: str,
-    *,
-    num_classes: int,
-    image_size: tuple[int, int],
-    pose_channels: int,
-    base_channels: int,
-    max_channels: int,
-    n_scales: int | None,
-    n_res_blocks: int,
-    n_warp_scales: int,
-    style_dim: int,
-) -> nn.Module:
+def accepted_arguments(constructor: Callable[..., nn.Module]) -> set[str]:
+    """The keyword arguments a registry entry takes (a partial's fixed ones excluded)."""
+    fixed = set(constructor.keywords) if isinstance(constructor, partial) else set()
+    return set(inspect.signature(constructor).parameters) - fixed
+
+
+def build_generator(variant: str, *, num_classes: int, image_size: tuple[int, int], pose_channels: int,
+                    defaults: dict[str, Any] | None = None, **fields: Any) -> nn.Module:
     """The generator of `variant` (a key of GENERATORS, config `model.generator.variant`).
 
-    n_scales None: floor(log2(H / 4)) + 1 (7 at 256 px, 6 at 128x64). Every scale must keep at least 2 px per
-    side (a 1-px map has no spatial statistics for the coarsest convs and batch norm to work with).
+    `fields` are the config section's keys (model.generator.*), passed once: each variant takes those its
+    constructor names. A field the variant does not take must keep its default (`defaults`, the section's
+    defaults), so that no key is silently ignored. n_scales None: floor(log2(H / 4)) + 1 (7 at 256 px, 6 at
+    128x64). Every scale must keep at least 2 px per side (a 1-px map has no spatial statistics for the coarsest
+    convs and batch norm to work with).
     """
     if variant not in GENERATORS:
-        raise ValueError(f"model.generator.variant = {variant!r} is not one of {', '.join(GENERATORS)}")
+        raise ConfigError(f"key 'model.generator.variant' = {variant!r} is not one of {', '.join(GENERATORS)}")
+    constructor = GENERATORS[variant]
+    accepted = accepted_arguments(constructor)
     height, width = (int(s) for s in image_size)
-    if n_scales is None:
-        n_scales = default_n_scales(height)
-    coarsest = scale_sizes((height, width), n_scales)[-1]
-    if n_scales < 1 or min(coarsest) < 2:
-        raise ValueError(
-            f"model.generator.n_scales = {n_scales} does not fit image_size {height}x{width}: the "
-            f"coarsest map would be {coarsest[0]}x{coarsest[1]}; every side must stay >= 2 px"
-        )
-    args = GeneratorArgs(
-        num_classes=num_classes,
-        pose_channels=pose_channels,
-        base_channels=base_channels,
-        max_channels=max_channels,
-        n_scales=n_scales,
-        n_res_blocks=n_res_blocks,
-        n_warp_scales=n_warp_scales,
-        style_dim=style_dim,
-    )
-    return GENERATORS[variant](args)
+    if fields.get("n_scales", 0) is None:
+        fields["n_scales"] = default_n_scales(height)
+    if "n_scales" in accepted:
+        n_scales = fields["n_scales"]
+        coarsest = scale_sizes((height, width), n_scales)[-1]
+        if n_scales < 1 or min(coarsest) < 2:
+            raise ConfigError(
+                f"key 'model.generator.n_scales' = {n_scales} does not fit image_size {height}x{width}: the "
+                f"coarsest map would be {coarsest[0]}x{coarsest[1]}; every side must stay >= 2 px"
+            )
+    defaults = defaults or {}
+    ignored = [k for k in fields if k not in accepted and k in defaults and fields[k] != defaults[k]
+               and not (k == "n_scales" and defaults[k] is None)]
+    if ignored:
+        raise ConfigError(f"key 'model.generator.variant' = {variant!r} takes no "
+                          + ", ".join(f"model.generator.{k} (= {fields[k]!r})" for k in ignored)
+                          + ": leave them at their defaults, or they would be ignored")
+    context = {"num_classes": num_classes, "pose_channels": pose_channels}
+    kwargs = {k: v for k, v in {**context, **fields}.items() if k in accepted}
+    return constructor(**kwargs)

@@ -12,7 +12,7 @@ for the frozen stage-0 flow module. Sections (each: warm-up iterations, then tim
 
   flops      convolution/matmul GFLOP of each piece of a step, counted on the meta device (nothing computed),
              so every timing also reads as achieved GFLOP/s
-  train      the full joint training step (train.joint_step: SPATN + generator + discriminator, all losses, both
+  train      the full joint training step (JointStage.step: SPATN + generator + discriminator, all losses, both
              optimizer steps, adversarial term on) at --batch-size, once per mode
   infer      generator inference (pose maps + SPATN + flow + SPGNet, eval, no_grad) at --infer-batch-size
   breakdown  the same networks, losses and optimizers timed one component at a time (where a step's time goes)
@@ -57,16 +57,26 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import train  # noqa: E402
-from data.loaders import build_dataset, build_loader, num_labels  # noqa: E402
-from data.pose import NUM_JOINTS, encode_pose  # noqa: E402
+from data.fake_batch import random_batch, random_keypoints  # noqa: E402
+from data.loaders import build_dataset, build_loader  # noqa: E402
+from data.parsing import num_labels  # noqa: E402
+from data.pose import encode_pose  # noqa: E402
 from losses import build_loss  # noqa: E402
-from models.build import POSE_CHANNELS, build_discriminator, build_flow, build_spatn, build_spgnet  # noqa: E402
-from models.pose_encoding import PoseEncoder  # noqa: E402
+from models.build import (  # noqa: E402
+    POSE_CHANNELS,
+    build_discriminator,
+    build_flow,
+    build_pose_encoder,
+    build_spatn,
+    build_spgnet,
+)
+from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, spatn_source  # noqa: E402
+from training.stages import JointStage  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
-from utils.config import Config, load_config, to_dict  # noqa: E402
+from utils.config import Config, load_config  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 from utils.host_memory import keep_freed_memory  # noqa: E402
+from utils.training import autocast, to_device  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "fp16", "compile")
 MODE_OVERRIDES = {
@@ -89,6 +99,7 @@ QUICK_OVERRIDES = [
     "model.spatn.ngf=4", "model.spatn.n_blocks=1",
     "model.flow.base_channels=4", "model.flow.max_channels=8", "model.flow.n_scales=3",
     "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
+    "model.generator.norm_hidden=4",
     "model.discriminator.ndf=4", "model.discriminator.n_layers=2",
     "loss.perceptual_layers=[relu1_1,relu2_1]",
 ]
@@ -172,59 +183,26 @@ def peak_memory(device: torch.device, host_reset: bool) -> dict:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def random_keypoints(batch: int, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
-    """(B,18,2) integer-valued (y, x) inside the frame, about one joint in ten missing (-1, -1)."""
-    scale = torch.tensor([height, width], dtype=torch.float32)
-    kp = (torch.rand(batch, NUM_JOINTS, 2, generator=gen) * scale).floor()
-    missing = torch.rand(batch, NUM_JOINTS, 1, generator=gen) < 0.1
-    return torch.where(missing, torch.full_like(kp, -1.0), kp)
-
-
-def random_batch(cfg: Config, batch: int, seed: int = 0) -> dict:
-    """A CPU batch with every key a PairDataset sample carries, at the config's shapes (DESIGN.md contract)."""
-    gen = torch.Generator().manual_seed(seed)
-    h, w = cfg.data.image_size
-    k = num_labels(cfg)
-    p = cfg.pose
-    out: dict[str, object] = {}
-    for side in ("src", "tgt"):
-        kp = random_keypoints(batch, h, w, gen)
-        labels = torch.randint(0, k, (batch, h, w), generator=gen)
-        out[f"{side}_image"] = torch.rand(batch, 3, h, w, generator=gen) * 2 - 1  # (B,3,H,W) in [-1,1]
-        out[f"{side}_keypoints"] = kp  # (B,18,2)
-        out[f"{side}_pose"] = encode_pose(kp, h, w, p.heatmap, p.sigma, p.radius, p.kappa)  # (B,30,H,W)
-        out[f"{side}_parsing"] = nn.functional.one_hot(labels, k).permute(0, 3, 1, 2).float()  # (B,K,H,W)
-        out[f"{side}_name"] = [f"{side}{i}.jpg" for i in range(batch)]
-    out["flow"] = torch.randn(batch, 2, h, w, generator=gen) * 8  # (B,2,H,W) pixels
-    out["vis"] = torch.randint(0, 3, (batch, h, w), generator=gen)  # (B,H,W)
-    return out
-
-
 def random_flow_net(cfg: Config, device: torch.device) -> nn.Module | None:
-    """A random-init FlowNet, frozen as train.load_frozen_flow leaves the stage-0 one; None for flow files."""
+    """A random-init FlowNet, frozen as models.pipeline.load_flow leaves the stage-0 one; None for flow files."""
     if cfg.model.flow.source == "files":
         return None
     return build_flow(cfg).to(device).eval().requires_grad_(False)
 
 
-def pose_encoder_for(cfg: Config, device: torch.device) -> PoseEncoder | None:
-    """The on-device pose encoder exactly when train.build_joint makes one."""
-    if not (cfg.pose.encode_on_device or cfg.pose.learnable_kappa):
-        return None
-    h, w = cfg.data.image_size
-    p = cfg.pose
-    return PoseEncoder(h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.learnable_kappa).to(device)
-
-
-def joint_setup(cfg: Config, device: torch.device, batch_size: int) -> tuple[train.Joint, dict]:
+def joint_setup(cfg: Config, device: torch.device, batch_size: int) -> tuple[JointStage, dict]:
     torch.manual_seed(cfg.train.seed)
-    j = train.build_joint(cfg, DistInfo(device=device), random_flow_net(cfg, device))
-    batch = train.to_device(random_batch(cfg, batch_size), device, cfg.train.channels_last)
+    j = JointStage(cfg, DistInfo(device=device), random_flow_net(cfg, device))
+    batch = to_device(random_batch(cfg, batch_size), device, cfg.train.channels_last)
     return j, batch
 
 
+def take_every_update(terms: dict, update: str) -> bool:
+    return True  # train.nonfinite=stop: the step never waits for the device to check its losses
+
+
 def first_adversarial_step(cfg: Config) -> int:
-    """A step number at which joint_step runs the discriminator (the adversarial warm-up is over)."""
+    """A step number at which JointStage.step runs the discriminator (the adversarial warm-up is over)."""
     return max(cfg.train.adv_start_step, 0)
 
 
@@ -232,12 +210,11 @@ def first_adversarial_step(cfg: Config) -> int:
 
 
 def bench_train_step(cfg: Config, device: torch.device, batch_size: int, warmup: int, iters: int) -> dict:
-    """train.joint_step on one fixed device batch (plus add_poses, as train.py's loop does)."""
+    """JointStage.step on one fixed device batch, as train.py's loop runs it."""
     j, batch = joint_setup(cfg, device, batch_size)
     steps = itertools.count(first_adversarial_step(cfg))
     host_reset = reset_peak_memory(device)
-    stats = time_calls(lambda: train.joint_step(cfg, j, train.add_poses(dict(batch), j.pose_encoder), next(steps)),
-                       warmup, iters, device)
+    stats = time_calls(lambda: j.step(dict(batch), next(steps), take_every_update), warmup, iters, device)
     memory = peak_memory(device, host_reset)
     return {"step": stats, "images_per_s": batch_size / stats["median_s"], "memory": memory,
             "reference_conv": reference_conv_rate(cfg, device, warmup=1, iters=max(iters, 3))}
@@ -256,14 +233,15 @@ def reference_conv_rate(cfg: Config, device: torch.device, warmup: int, iters: i
     conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device)
     if cfg.train.channels_last:
         x, conv = x.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
-    with torch.no_grad(), train.autocast(cfg, device):
+    with torch.no_grad(), autocast(cfg, device):
         stats = time_calls(lambda: conv(x), warmup, iters, device)
     gflop = 2 * c * c * 9 * b * h * w / 1e9
     return {"shape": list(REFERENCE_CONV), "gflop": gflop, "median_s": stats["median_s"],
             "gflop_per_s": gflop / stats["median_s"]}
 
 
-def inference_nets(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+def inference_pipeline(cfg: Config, device: torch.device) -> Pipeline:
+    """The test-time pipeline over random-init networks, in the mode's layout (and compiled when asked)."""
     torch.manual_seed(cfg.train.seed)
     nets = []
     for net in (build_spatn(cfg), build_spgnet(cfg)):
@@ -271,22 +249,19 @@ def inference_nets(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Mod
         if cfg.train.channels_last:
             net = net.to(memory_format=torch.channels_last)
         nets.append(torch.compile(net) if cfg.train.compile else net)
-    return nets[0], nets[1], random_flow_net(cfg, device)
+    return Pipeline(spatn=nets[0], generator=nets[1], flow=random_flow_net(cfg, device),
+                    pose_encoder=build_pose_encoder(cfg).to(device), num_classes=num_labels(cfg),
+                    spatn_takes_image=cfg.model.spatn.input == "image")
 
 
 def bench_inference(cfg: Config, device: torch.device, batch_size: int, warmup: int, iters: int) -> dict:
-    """Test-time generation: SPATN's predicted parsing (hard one-hot) feeds SPGNet, under no_grad in eval mode."""
-    spatn, gen, flow_net = inference_nets(cfg, device)
-    pose_encoder = pose_encoder_for(cfg, device)
-    batch = train.to_device(random_batch(cfg, batch_size, seed=1), device, cfg.train.channels_last)
+    """Test-time generation (models.pipeline: SPATN's hard one-hot parsing feeds SPGNet), no_grad, eval mode."""
+    pipe = inference_pipeline(cfg, device)
+    batch = to_device(random_batch(cfg, batch_size, seed=1), device, cfg.train.channels_last)
 
-    @torch.no_grad()
     def generate() -> torch.Tensor:
-        b = train.add_poses(dict(batch), pose_encoder)
-        flow, vis = train.flow_and_visibility(cfg, flow_net, b)
-        with train.autocast(cfg, device):
-            logits = spatn(train.spatn_input(cfg, b), b["src_pose"], b["tgt_pose"])  # (B,K,H,W)
-            return gen(b["src_image"], b["tgt_pose"], b["src_parsing"], train.hard_one_hot(logits.float()), flow, vis)
+        with autocast(cfg, device):
+            return pipe.render(dict(batch)).image
 
     host_reset = reset_peak_memory(device)
     stats = time_calls(generate, warmup, iters, device)
@@ -306,19 +281,19 @@ def step_parts(cfg: Config, nets: dict[str, nn.Module], flow_net: nn.Module | No
     """
     b = batch
     src, tgt, tgt_pose = b["src_image"], b["tgt_image"], b["tgt_pose"]
-    flow, vis = train.flow_and_visibility(cfg, flow_net, b)
+    flow, vis = flow_and_visibility(flow_net, b)
     spatn, gen, disc, disc_plain = nets["spatn"], nets["generator"], nets["discriminator"], nets["discriminator_plain"]
     with torch.no_grad(), amp():
         fake_value = gen(src, tgt_pose, b["src_parsing"], b["tgt_parsing"], flow, vis).float()  # (B,3,H,W)
     probe = torch.randn_like(fake_value)
 
-    def zero_grads() -> None:  # as joint_step does before each backward: gradients are written, not added
+    def zero_grads() -> None:  # as JointStage.step does before each backward: gradients are written, not added
         for net in nets.values():
             net.zero_grad(set_to_none=True)
 
     def spatn_part(backward: bool) -> None:
         with amp():
-            logits = spatn(train.spatn_input(cfg, b), b["src_pose"], tgt_pose)  # (B,K,H,W)
+            logits = spatn(spatn_source(cfg.model.spatn.input == "image", b), b["src_pose"], tgt_pose)  # (B,K,H,W)
         if backward:
             losses["ce"](logits.float(), b["tgt_parsing"]).backward()
 
@@ -354,7 +329,7 @@ def step_parts(cfg: Config, nets: dict[str, nn.Module], flow_net: nn.Module | No
 
     parts: dict[str, Callable[[], object]] = {}
     if flow_net is not None:
-        parts["flow (frozen, no_grad)"] = lambda: train.flow_and_visibility(cfg, flow_net, b)
+        parts["flow (frozen, no_grad)"] = lambda: flow_and_visibility(flow_net, b)
     for name, fn in (("spatn", spatn_part), ("generator", generator_part), ("perceptual loss", perceptual_part),
                      ("D step (2B)", d_step_part), ("D in G step", d_in_g_part)):
         parts[f"{name} fwd"] = lambda fn=fn: fn(False)
@@ -406,10 +381,10 @@ def bench_breakdown(cfg: Config, device: torch.device, batch_size: int, warmup: 
     checks, Python overhead, and the cache and allocator effects of running everything in one step.
     """
     j, batch = joint_setup(cfg, device, batch_size)
-    batch = train.add_poses(dict(batch), j.pose_encoder)
+    batch = add_pose_maps(dict(batch), j.pose_encoder)
     nets = {"spatn": j.spatn, "generator": j.gen, "discriminator": j.disc,
             "discriminator_plain": j.nets["discriminator"]}
-    parts = step_parts(cfg, nets, j.flow_net, j.losses, batch, partial(train.autocast, cfg, device))
+    parts = step_parts(cfg, nets, j.flow_net, j.losses, batch, partial(autocast, cfg, device))
     out = {name: time_calls(fn, warmup, iters, device) for name, fn in parts.items()}
     for name, opt, params in (("optimizer G (Adam)", j.opt_g, j.g_params),
                               ("optimizer D (Adam)", j.opt_d, list(j.nets["discriminator"].parameters()))):
@@ -483,7 +458,7 @@ def write_checkpoint(cfg: Config, path: Path) -> None:
     models = {"spatn": build_spatn(cfg).state_dict(), "generator": build_spgnet(cfg).state_dict()}
     if cfg.model.flow.source == "net":
         models["flow"] = build_flow(cfg).state_dict()
-    ck.atomic_save({"format": ck.FORMAT, "step": 0, "config": to_dict(cfg), "models": models}, path)
+    ck.save_checkpoint(path, cfg, models)
 
 
 def bench_test_script(config: Path, overrides: list[str], cfg: Config, device: torch.device, pairs: int,
@@ -727,12 +702,12 @@ def profile_step(cfg: Config, device: torch.device, batch_size: int, top: int) -
     """torch.profiler over one joint step (after one warm-up step): the top ops by self time."""
     j, batch = joint_setup(cfg, device, batch_size)
     step = first_adversarial_step(cfg)
-    train.joint_step(cfg, j, train.add_poses(dict(batch), j.pose_encoder), step)
+    j.step(dict(batch), step, take_every_update)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        train.joint_step(cfg, j, train.add_poses(dict(batch), j.pose_encoder), step + 1)
+        j.step(dict(batch), step + 1, take_every_update)
         sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
@@ -795,7 +770,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
         "perceptual_weights": "random", "host_allocator": allocator,
         "flow": ("random-init FlowNet (frozen), standing in for the stage-0 one" if base.model.flow.source == "net"
                  else "flow/visibility tensors as loaded from files"),
-        "discriminator_on": base.loss.adversarial > 0, "modes": {}, "notes": notes, "wall_s": {},
+        "discriminator_on": base.loss.weights.adversarial > 0, "modes": {}, "notes": notes, "wall_s": {},
     }
 
     wall = report["wall_s"]

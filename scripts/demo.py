@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.report import write_report  # noqa: E402
 from utils.checkpoint import load_checkpoint, step_checkpoints  # noqa: E402
+from utils.report import write_report  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:

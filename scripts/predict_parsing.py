@@ -31,17 +31,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.annotations import AnnotationError, read_annotations  # noqa: E402
-from data.loaders import label_merge  # noqa: E402
-from data.parsing import NUM_CIHP  # noqa: E402
-from infer import (  # noqa: E402
-    InferenceError,
-    image_tensor,
-    load_pose_encoder,
-    load_spatn,
-    predict_own_parsing,
-    read_image,
-)
+from data.annotations import read_annotations  # noqa: E402
+from data.parsing import NUM_CIHP, label_merge  # noqa: E402
+from data.visual import ImageError, from_uint8, read_image  # noqa: E402
+from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
@@ -91,9 +84,9 @@ class AnnotatedImages(torch.utils.data.Dataset):
         path = self.image_dir / name
         image = read_image(path)
         if image.shape[:2] != self.size:
-            raise InferenceError(f"image {path}: {image.shape[0]}x{image.shape[1]}, but data.image_size is "
+            raise ImageError(f"image {path}: {image.shape[0]}x{image.shape[1]}, but data.image_size is "
                                  f"{self.size[0]}x{self.size[1]}")
-        return {"image": image_tensor(image), "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+        return {"image": from_uint8(image), "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
                 "index": index}
 
 
@@ -128,18 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     spatn_cfg = config_from_dict(ckpt["config"], origin=f"the config saved in {ckpt_path}")
     check_spatn_star(ckpt, spatn_cfg, cfg, ckpt_path)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    spatn = load_spatn(spatn_cfg, ckpt, device)
-    pose_encoder = load_pose_encoder(spatn_cfg, ckpt, device)  # the pose maps SPATN* was trained on
+    spatn = load_spatn(spatn_cfg, ckpt).to(device)
+    pose_encoder = load_pose_encoder(spatn_cfg, ckpt).to(device)  # the pose maps SPATN* was trained on
     to_cihp = torch.from_numpy(representative_ids(label_merge(spatn_cfg))).to(device)  # (K,)
 
     d, root, written = cfg.data, Path(cfg.data.root), 0
     for split in ("train", "test") if args.split == "both" else (args.split,):
         image_dir = d.train_dir if split == "train" else d.test_dir
         annotation = root / (d.annotation_train if split == "train" else d.annotation_test)
-        try:
-            keypoints = read_annotations(annotation)
-        except AnnotationError as err:
-            raise InferenceError(str(err)) from err
+        keypoints = read_annotations(annotation)
         out_dir = root / (image_dir + d.parsing_suffix)
         out_dir.mkdir(parents=True, exist_ok=True)
         items = [(name, kp) for name, kp in keypoints.items()

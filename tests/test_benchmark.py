@@ -35,6 +35,7 @@ def test_modes_combine_into_config_overrides():
         benchmark.selected("fp32,fp33", benchmark.MODES, "--modes", combine=True)
 
 
+@pytest.mark.slow  # every section of benchmark.py in a subprocess
 def test_quick_run_writes_json_with_every_section(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(

@@ -38,7 +38,8 @@ def test_release_file_names_and_sizes():
 
 def test_paper_loss_weights_are_the_defaults():
     loss = load_config("configs/deepfashion.yaml").loss
-    assert (loss.ce, loss.l1, loss.perceptual, loss.adversarial) == (10.0, 1.0, 1.0, 0.01)
+    w = loss.weights
+    assert (w.ce, w.l1, w.perceptual, w.adversarial) == (10.0, 1.0, 1.0, 0.01)
 
 
 def test_base_chain_overrides_only_what_it_states():
@@ -118,3 +119,45 @@ def test_architecture_mismatch_lists_keys():
     assert any(d.startswith("data.image_size") for d in diffs)
     assert not any(d.startswith("train.lr") for d in diffs)  # training settings may change on resume
     assert architecture_mismatches(to_dict(a), a) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.spatn.norm=btach", "key 'model.spatn.norm' = 'btach' is not one of batch, instance, none"),
+        ("model.flow.norm=group", "key 'model.flow.norm' = 'group' is not one of batch, instance, none"),
+        ("model.discriminator.norm=spectral", "key 'model.discriminator.norm' = 'spectral' is not one of"),
+        ("loss.perceptual_layers=[relu1_1,relu9_1]", "key 'loss.perceptual_layers[1]' = 'relu9_1' is not one of"),
+        ("loss.gan_mode=wgan", "key 'loss.gan_mode' = 'wgan' is not one of vanilla, lsgan, hinge"),
+        ("train.ckpt_every=0", "key 'train.ckpt_every' = 0 must be positive"),
+        ("train.max_steps=-5", "key 'train.max_steps' = -5 must be positive"),
+        ("train.lr=-1e-4", "key 'train.lr' = -0.0001 must be positive"),
+        ("train.max_minutes=0", "key 'train.max_minutes' = 0.0 must be positive"),
+        ("train.lr_factor=2", "key 'train.lr_factor' = 2.0 must be below 1"),
+        ("loss.weights.l1=-1", "key 'loss.weights.l1' = -1.0 must not be negative"),
+        ("data.hflip_prob=1.5", "key 'data.hflip_prob' = 1.5 must lie in [0, 1]"),
+    ],
+)
+def test_choices_and_ranges_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/synthetic.yaml", [override])
+    assert message in str(err.value)
+
+
+def test_dead_keys_are_gone():
+    """Keys that were validated and then ignored are unknown keys now, not silent no-ops."""
+    for key in ("train.image_every=10", "test.save_grids=true", "test.save_parsing=true", "data.use_flow_files=true",
+                "loss.ce=10"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config("configs/synthetic.yaml", [key])
+
+
+def test_a_generator_key_the_variant_does_not_take_is_an_error():
+    from models.build import build_spgnet
+
+    cfg = load_config("configs/deepfashion.yaml", ["model.generator.variant=patn_s",
+                                                   "model.generator.n_warp_scales=3"])
+    with pytest.raises(ConfigError, match=r"'patn_s' takes no model.generator.n_warp_scales \(= 3\)"):
+        build_spgnet(cfg)
+    net = build_spgnet(load_config("configs/deepfashion.yaml", ["model.generator.variant=patn_s"]))
+    assert type(net).__name__ == "PATNSGenerator"

@@ -3,19 +3,22 @@ parameter, the visibility gating's classes, what each variant reads (flow, parsi
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models import GENERATORS, build_generator
 from models.blocks import VisibilityGate
 from models.generator import SPGNetGenerator, default_n_scales, scale_sizes
-from utils.config import _CHOICES
+from models.variants import GENERATORS, build_generator
+from utils.config import GeneratorVariant
 
 VARIANTS = ("full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean")
 K = 4  # parsing classes in these tests
 TINY = dict(
-    pose_channels=30, base_channels=4, max_channels=8, n_scales=None, n_res_blocks=2, n_warp_scales=5, style_dim=8
+    pose_channels=30, base_channels=4, max_channels=8, n_scales=None, n_res_blocks=2, n_warp_scales=5, style_dim=8,
+    norm_hidden=4,
 )
 
 
@@ -44,7 +47,7 @@ def build(variant: str, size: tuple[int, int], **overrides) -> torch.nn.Module:
 
 
 def test_registry_holds_every_configured_variant():
-    assert set(GENERATORS) == set(VARIANTS) == set(_CHOICES["model.generator.variant"])
+    assert set(GENERATORS) == set(VARIANTS) == set(typing.get_args(GeneratorVariant))
 
 
 @pytest.mark.parametrize("size", [(256, 176), (256, 256), (128, 64)])
@@ -52,10 +55,15 @@ def test_registry_holds_every_configured_variant():
 def test_output_shape_and_range(variant, size):
     torch.manual_seed(0)
     net = build(variant, size).eval()
+    batch = inputs(1, *size)
     with torch.no_grad():
-        out = net(**inputs(1, *size))
+        out = net(**batch)
+        other = net(**{**batch, "src_image": -batch["src_image"]})
     assert out.shape == (1, 3, *size)
     assert torch.isfinite(out).all() and out.abs().max() <= 1
+    # an image, not a constant, and one that depends on the source person (every variant reads the source)
+    assert out.std() > 1e-4
+    assert (out - other).abs().max() > 1e-4
 
 
 def test_default_scales_keep_the_coarsest_map_at_least_2px():

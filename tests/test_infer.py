@@ -15,16 +15,15 @@ from data.annotations import read_annotations
 from data.parsing import PRESET_MERGES, merge_labels
 from data.pose import encode_pose
 from data.pose_files import PoseError
-from data.synthetic import generate_dataset
 from models.build import build_all, build_spatn
 from scripts import predict_parsing
 from utils import checkpoint as ck
-from utils.config import config_from_dict, load_config, to_dict
+from utils.config import config_from_dict, load_config
 
 CONFIG = "configs/synthetic_market.yaml"  # 128x64
 TINY = ["model.spatn.ngf=4", "model.spatn.n_blocks=1", "model.flow.base_channels=4", "model.flow.max_channels=8",
         "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-        "model.discriminator.ndf=4"]
+        "model.generator.norm_hidden=4", "model.discriminator.ndf=4"]
 
 
 def make_checkpoint(path, *overrides):
@@ -32,16 +31,14 @@ def make_checkpoint(path, *overrides):
     torch.manual_seed(0)
     cfg = load_config(CONFIG, TINY + list(overrides))
     models = {k: v.state_dict() for k, v in build_all(cfg).items()}
-    ck.atomic_save({"format": ck.FORMAT, "config": to_dict(cfg), "models": models, "step": 0}, path)
+    ck.save_checkpoint(path, cfg, models)
     return path
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
-    """Two synthetic identities x three poses, 128x64 (one identity per split)."""
-    root = tmp_path_factory.mktemp("market")
-    generate_dataset(root, style="market", identities=2, poses=3)
-    return root
+def market(market_people):
+    """The suite's synthetic people, 128x64 (tests/conftest.py)."""
+    return market_people
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +292,8 @@ def test_predict_parsing_writes_each_images_own_parsing(tmp_path, ckpts, market)
     shutil.copytree(market, root, ignore=shutil.ignore_patterns("*_parsing", "*_flow"))
     argv = ["--checkpoint", str(ckpts["star"]), "--config", CONFIG, f"data.root={root}", "--workers", "0",
             "--device", "cpu", "--batch-size", "2"]
-    assert predict_parsing.main(argv) == 6
+    images = sum(len(read_annotations(root / f"market-annotation-{split}.csv")) for split in ("train", "test"))
+    assert predict_parsing.main(argv) == images == len(list(root.glob("*/*.jpg")))
 
     ckpt = ck.load_checkpoint(ckpts["star"])
     cfg = config_from_dict(ckpt["config"])
@@ -321,7 +319,8 @@ def test_predict_parsing_writes_each_images_own_parsing(tmp_path, ckpts, market)
     cv2.imwrite(str(target), np.zeros((128, 64), np.uint8))
     assert predict_parsing.main(argv + ["--split", "test"]) == 0
     assert (cv2.imread(str(target), cv2.IMREAD_UNCHANGED) == 0).all()
-    assert predict_parsing.main(argv + ["--split", "test", "--overwrite"]) == 3
+    test_images = len(read_annotations(root / "market-annotation-test.csv"))
+    assert predict_parsing.main(argv + ["--split", "test", "--overwrite"]) == test_images
     np.testing.assert_array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), kept)
 
 

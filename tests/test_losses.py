@@ -309,7 +309,7 @@ def test_registry_builds_by_name_and_rejects_unknown():
 
 
 def test_registry_names_are_config_weights():
-    from utils.config import LossConfig
+    from utils.config import LossWeights
 
-    assert set(LOSSES) <= set(LossConfig.__dataclass_fields__)  # every loss has its lambda in the config
-    assert all(isinstance(getattr(LossConfig(), name), float) for name in LOSSES)
+    assert set(LOSSES) <= set(LossWeights.__dataclass_fields__)  # every loss has its lambda in the config
+    assert all(isinstance(getattr(LossWeights(), name), float) for name in LOSSES)

@@ -224,6 +224,6 @@ def test_norm_factory_kinds():
     assert isinstance(norm_factory("sean", **kw)(6), SEAN)
     assert isinstance(norm_factory("spade", **kw)(6), SPADE)
     assert isinstance(norm_factory("cc", **kw)(6), CondConv)
-    assert isinstance(norm_factory("none", **kw)(6), PlainNorm)
+    assert isinstance(norm_factory("batch", **kw)(6), PlainNorm)
     with pytest.raises(ValueError, match="adain"):
         norm_factory("adain", **kw)

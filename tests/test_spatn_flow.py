@@ -245,7 +245,7 @@ def market_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_market")
     generate_dataset(root, style="market", identities=12, poses=4, seed=0, test_fraction=0.2)
     return load_config(CONFIGS / "synthetic_market.yaml",
-                       [f"data.root={root}", "data.use_flow_files=true", "pose.encode_on_device=true"])
+                       [f"data.root={root}", "pose.encode_on_device=true"])
 
 
 def load_pairs(cfg, split: str, indices=None, with_flow: bool = True) -> dict:

@@ -27,6 +27,7 @@ TINY = [
     "model.spatn.ngf=4", "model.spatn.n_blocks=1",
     "model.flow.base_channels=4", "model.flow.max_channels=8", "model.flow.n_scales=3",
     "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
+    "model.generator.norm_hidden=4",
     "model.discriminator.ndf=4", "model.discriminator.n_layers=2",
     "loss.perceptual_weights=random", "loss.perceptual_layers=[relu1_1,relu2_1]",
     "train.adv_start_step=0", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
@@ -35,11 +36,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic_market")
-    subprocess.run([sys.executable, "scripts/make_synthetic.py", "--out", str(root), "--style", "market",
-                    "--identities", "4", "--poses", "3", "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
-    return root
+def dataset(market_people) -> Path:
+    """The suite's synthetic people, 128x64 (tests/conftest.py)."""
+    return market_people
 
 
 def args(dataset: Path, *extra: str) -> list[str]:
@@ -68,7 +67,7 @@ def losses_by_step(run: Path) -> dict[int, dict]:
 
 def test_three_step_run_writes_a_complete_run_folder(dataset, tmp_path):
     run = tmp_path / "run"
-    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files",
                     "train.max_steps=3"))
     assert (run / "config.yaml").is_file() and (run / "log.txt").is_file()
     assert "finished at step 3" in (run / "log.txt").read_text()
@@ -89,7 +88,7 @@ def test_three_step_run_writes_a_complete_run_folder(dataset, tmp_path):
 
 def test_flow_stage_then_joint_stage_with_the_frozen_flow(dataset, tmp_path):
     flow_run = tmp_path / "flow"
-    train.main(args(dataset, "--run-dir", str(flow_run), "train.stage=flow", "data.use_flow_files=true",
+    train.main(args(dataset, "--run-dir", str(flow_run), "train.stage=flow",
                     "train.max_steps=2"))
     flow_ckpt = ck.step_checkpoints(flow_run / "checkpoints")[-1]
     assert "val/flow_epe" in set().union(*(r.keys() for r in read_metrics(flow_run)))
@@ -101,6 +100,7 @@ def test_flow_stage_then_joint_stage_with_the_frozen_flow(dataset, tmp_path):
         assert torch.equal(saved["models"]["flow"][key], value), key
 
 
+@pytest.mark.slow  # a train.py subprocess
 def test_joint_stage_without_a_flow_module_names_the_key(dataset, tmp_path):
     result = run_train(args(dataset, "--run-dir", str(tmp_path / "r"), "train.max_steps=1"))
     assert result.returncode == 2
@@ -109,7 +109,7 @@ def test_joint_stage_without_a_flow_module_names_the_key(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_with_identical_losses(dataset, tmp_path):
-    common = args(dataset, "model.flow.source=files", "data.use_flow_files=true", "train.ckpt_every=3",
+    common = args(dataset, "model.flow.source=files", "train.ckpt_every=3",
                   f"train.run_dir={tmp_path / 'runs'}")
     reference = run_train([*common, "train.name=ref", "train.max_steps=6"])
     assert reference.returncode == 0, reference.stderr
@@ -136,23 +136,25 @@ def test_resume_after_sigkill_continues_with_identical_losses(dataset, tmp_path)
             assert got[step][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (step, key)
 
 
+@pytest.mark.slow  # a train.py subprocess
 def test_truncated_checkpoint_is_refused_with_a_clear_error(dataset, tmp_path):
     run = tmp_path / "run"
-    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files",
                     "train.max_steps=2"))
     path = ck.step_checkpoints(run / "checkpoints")[-1]
     path.write_bytes(path.read_bytes()[:1000])
-    result = run_train(args(dataset, "--resume", str(path), "model.flow.source=files", "data.use_flow_files=true",
+    result = run_train(args(dataset, "--resume", str(path), "model.flow.source=files",
                             "train.max_steps=3"))
     assert result.returncode == 2
     assert "damaged" in result.stderr and path.name in result.stderr
 
 
+@pytest.mark.slow  # a train.py subprocess
 def test_checkpoint_from_another_architecture_is_refused(dataset, tmp_path):
     run = tmp_path / "run"
-    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files",
                     "train.max_steps=1"))
-    result = run_train(args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    result = run_train(args(dataset, "--run-dir", str(run), "model.flow.source=files",
                             "model.generator.style_dim=4", "train.max_steps=2"))
     assert result.returncode == 2
     assert "model.generator.style_dim" in result.stderr
@@ -161,7 +163,7 @@ def test_checkpoint_from_another_architecture_is_refused(dataset, tmp_path):
 @pytest.mark.slow
 def test_two_process_torchrun_matches_a_single_process_run(dataset, tmp_path):
     """Same global batch (4): 2 gloo processes x 2 samples vs 1 process x 4, synchronised batch norm."""
-    common = args(dataset, "model.flow.source=files", "data.use_flow_files=true", "train.batch_size=4",
+    common = args(dataset, "model.flow.source=files", "train.batch_size=4",
                   "train.max_steps=2", "train.val_every=100", "train.ckpt_every=1")
     single = run_train([*common, "--run-dir", str(tmp_path / "single")])
     assert single.returncode == 0, single.stderr
@@ -196,10 +198,15 @@ def test_two_process_torchrun_matches_a_single_process_run(dataset, tmp_path):
 
 def test_metrics_jsonl_rows_are_json(dataset, tmp_path):
     run = tmp_path / "run"
-    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files",
                     "train.max_steps=1"))
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        assert isinstance(json.loads(line)["step"], int)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows, "metrics.jsonl is empty"
+    assert all(isinstance(r["step"], int) for r in rows)
+    logged = {k for r in rows for k in r}
+    # step 1 is logged (log_every=1) and validated (the last step): training terms and validation values
+    assert {"g/l1", "g/ce", "g/total", "val/ssim", "val/recon"} <= logged
+    assert all(r["step"] == 1 for r in rows)
 
 
 class NaNOnThirdCall(L1Loss):
@@ -215,7 +222,7 @@ class NaNOnThirdCall(L1Loss):
 
 def nan_run_args(dataset: Path, run: Path, mode: str) -> list[str]:
     # checkpoints at 2, 4, 6; the first log at 4; validation only at the end
-    return args(dataset, "--run-dir", str(run), "model.flow.source=files", "data.use_flow_files=true",
+    return args(dataset, "--run-dir", str(run), "model.flow.source=files",
                 "train.max_steps=6", "train.log_every=4", "train.val_every=100", "train.ckpt_every=2",
                 f"train.nonfinite={mode}")
 
@@ -241,3 +248,60 @@ def test_nonfinite_loss_skips_the_step_when_asked(dataset, tmp_path, monkeypatch
     assert "non-finite loss at step 3: l1 (step skipped)" in (run / "log.txt").read_text()
     state = ck.load_checkpoint(run / "checkpoints" / "step-00000006.pt")["models"]
     assert all(torch.isfinite(v).all() for net in state.values() for v in net.values() if v.is_floating_point())
+
+
+def test_a_skipped_step_changes_nothing(dataset, tmp_path, monkeypatch):
+    """A NaN input (as a broken flow file would give) at step 3 under train.nonfinite=skip: the generator's
+    forward already moved its batch-norm statistics when the loss turns out NaN. Skipping must put them back,
+    so the checkpoint after step 3 equals the one after step 2: weights, buffers and optimizer state."""
+    import training.stages
+
+    calls = {"n": 0}
+    real = training.stages.flow_and_visibility
+
+    def nan_on_third_step(flow_net, batch):
+        calls["n"] += 1
+        flow, vis = real(flow_net, batch)
+        return (flow * float("nan"), vis) if calls["n"] == 3 else (flow, vis)
+
+    monkeypatch.setattr(training.stages, "flow_and_visibility", nan_on_third_step)
+    run = tmp_path / "run"
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=3",
+                    "train.ckpt_every=2", "train.val_every=100", "train.nonfinite=skip"))
+    assert "non-finite loss at step 3" in (run / "log.txt").read_text()
+    before = ck.load_checkpoint(run / "checkpoints" / "step-00000002.pt")
+    after = ck.load_checkpoint(run / "checkpoints" / "step-00000003.pt")
+    for net, state in before["models"].items():
+        for key, value in state.items():
+            assert torch.equal(after["models"][net][key], value), f"{net}.{key} changed in a skipped step"
+    for name in ("g", "d"):
+        for index, slot in before["optimizers"][name]["state"].items():
+            for key, value in slot.items():
+                assert torch.equal(after["optimizers"][name]["state"][index][key], value), f"optimizer {name}"
+
+
+def test_consecutive_skips_stop_the_run(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(NaNOnThirdCall, "calls", 0)
+
+    class AlwaysNaN(L1Loss):
+        def forward(self, pred, target):
+            return super().forward(pred, target) * float("nan")
+
+    monkeypatch.setitem(losses.LOSSES, "l1", AlwaysNaN)
+    run = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"3 steps in a row had non-finite losses \(steps 1-3"):
+        train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=10",
+                        "train.ckpt_every=2", "train.nonfinite=skip", "train.max_consecutive_skips=3"))
+    saved = ck.load_checkpoint(run / "checkpoints" / "step-00000002.pt")["models"]  # before the stop: intact
+    assert all(torch.isfinite(v).all() for net in saved.values() for v in net.values() if v.is_floating_point())
+
+
+@pytest.mark.slow  # a train.py subprocess
+def test_resume_into_the_other_stage_is_refused_before_writing(dataset, tmp_path):
+    run = tmp_path / "run"
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=2"))
+    config_before = (run / "config.yaml").read_text()
+    result = run_train(args(dataset, "--run-dir", str(run), "train.stage=flow", "train.max_steps=4"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:") and "train.stage=joint checkpoint" in result.stderr
+    assert (run / "config.yaml").read_text() == config_before

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.config import Config, architecture_mismatches
+from utils.config import Config, architecture_mismatches, to_dict
 from utils.errors import InputError
 
 FORMAT = "spgnet-checkpoint-v1"
@@ -25,6 +25,13 @@ _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 class CheckpointError(InputError):
     """A checkpoint that cannot be used: damaged, foreign, or from an incompatible config."""
+
+
+def save_checkpoint(path: str | Path, cfg: Config, models: dict[str, dict], step: int = 0, **state: Any) -> None:
+    """Write a checkpoint atomically: the format tag, the resolved config, the networks' state dicts by name
+    (spatn, generator, discriminator, flow, pose_encoder) and the step; `state` adds the rest (optimizers,
+    schedulers, loop position, RNG states) for a resumable training checkpoint."""
+    atomic_save({"format": FORMAT, "step": step, "config": to_dict(cfg), "models": models, **state}, path)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

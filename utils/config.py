@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -27,6 +27,13 @@ class ConfigError(InputError):
 
 
 # --------------------------------------------------------------------------------------------- schema
+
+# Keys with a fixed set of values are typed as Literal: a value outside it is an error naming the key, the value
+# and the allowed values, at load time.
+Norm = Literal["batch", "instance", "none"]  # none: no normalisation layer at all (and a bias in the conv)
+GeneratorVariant = Literal["full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean"]
+VGGLayer = Literal["relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu3_4",
+                   "relu4_1", "relu4_2", "relu4_3", "relu4_4", "relu5_1", "relu5_2", "relu5_3", "relu5_4"]
 
 
 @dataclass
@@ -42,7 +49,6 @@ class DataConfig:
     pairs_test: str = "fasion-resize-pairs-test.csv"
     parsing_suffix: str = "_parsing"  # parsing maps live in <split_dir><suffix>/<stem>.png
     flow_suffix: str = "_flow"  # flow targets live in <split_dir><suffix>/<from>___<to>.npz
-    use_flow_files: bool = False  # load flow/visibility from disk (flow training, or model.flow.source=files)
     label_merge: str | list[int] = "cihp20"  # a preset name from data.parsing.PRESET_MERGES or a list
     num_workers: int = 2
     hflip_prob: float = 0.0  # training-time augmentation, off as in the paper
@@ -53,7 +59,7 @@ class DataConfig:
 
 @dataclass
 class PoseConfig:
-    heatmap: str = "gaussian"  # gaussian (PATN, sigma 6) | binary (authors' code, radius 8)
+    heatmap: Literal["gaussian", "binary"] = "gaussian"  # gaussian (PATN, sigma 6) | binary (authors' code, r 8)
     sigma: float = 6.0
     radius: float = 8.0
     kappa: float = -0.1  # distance map M = exp(kappa * d), paper eq. 3
@@ -63,40 +69,41 @@ class PoseConfig:
 
 @dataclass
 class SPATNConfig:
-    input: str = "parsing"  # parsing (SPATN) | image (SPATN*, for Market-1501)
+    input: Literal["parsing", "image"] = "parsing"  # parsing (SPATN) | image (SPATN*, for Market-1501)
     ngf: int = 64
     n_blocks: int = 9
     n_downsampling: int = 2
-    norm: str = "batch"
+    norm: Norm = "batch"
 
 
 @dataclass
 class FlowConfig:
-    source: str = "net"  # net (FlowNet, frozen during the joint stage) | files (precomputed flow on disk)
+    source: Literal["net", "files"] = "net"  # net (FlowNet, frozen in the joint stage) | files (flow on disk)
     checkpoint: str | None = None  # FlowNet weights for the joint stage (a stage-0 run's checkpoint)
     base_channels: int = 32
     max_channels: int = 256
     n_scales: int = 5
     flow_scale: float = 20.0  # network output x 20, as Intr-Flow
-    norm: str = "batch"
+    norm: Norm = "batch"
 
 
 @dataclass
 class GeneratorConfig:
-    variant: str = "full"  # full | baseline | baseline_s | ours_spade | ours_cc | patn_s | sean
+    variant: GeneratorVariant = "full"  # models.variants.GENERATORS
     base_channels: int = 32
     max_channels: int = 128
     n_scales: int | None = None  # None: floor(log2(H / 4)) + 1, i.e. 7 at 256 px
     n_res_blocks: int = 2
     n_warp_scales: int = 5
     style_dim: int = 128
+    norm_hidden: int = 64  # hidden width of SEAN/SPADE/CC's parsing branch (64: SPADE and the authors)
 
 
 @dataclass
 class DiscriminatorConfig:
     ndf: int = 64
     n_layers: int = 3
-    norm: str = "instance"
+    norm: Norm = "instance"
 
 
 @dataclass
@@ -108,21 +115,29 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    ce: float = 10.0  # lambda_ce (paper 4.1)
+class LossWeights:
+    """The lambda of each loss term, by the name the loss returns it under (paper 4.1): the training loop sums
+    weight x term over the terms a stage computes, so a new loss is one field here and one term in its stage."""
+
+    ce: float = 10.0  # SPATN's parsing cross-entropy
     l1: float = 1.0
     perceptual: float = 1.0
     adversarial: float = 0.01
-    gan_mode: str = "vanilla"  # vanilla | lsgan | hinge
-    perceptual_weights: str = "imagenet"  # imagenet (torch hub cache) | a path | random (offline tests only)
-    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
     flow_epe: float = 1.0  # stage 0 (flow module)
     visibility: float = 1.0
 
 
 @dataclass
+class LossConfig:
+    weights: LossWeights = field(default_factory=LossWeights)
+    gan_mode: Literal["vanilla", "lsgan", "hinge"] = "vanilla"
+    perceptual_weights: str = "imagenet"  # imagenet (torch hub cache) | a path | random (offline tests only)
+    perceptual_layers: list[VGGLayer] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "joint"  # joint (SPATN + SPGNet + D) | flow (stage 0: the flow module)
+    stage: Literal["joint", "flow"] = "joint"  # joint (SPATN + SPGNet + D) | flow (stage 0: the flow module)
     name: str | None = None  # run folder runs/<NNNNN>-<name>; None: the config file's stem
     run_dir: str = "runs"
     batch_size: int = 4
@@ -136,22 +151,20 @@ class TrainConfig:
     lr_factor: float = 0.5
     log_every: int = 50
     val_every: int = 2000
-    image_every: int = 2000
     ckpt_every: int = 2000
     keep_checkpoints: int = 3
     seed: int = 0
-    amp: str = "off"  # off | bf16 | fp16
+    amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     compile: bool = False
-    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
+    max_consecutive_skips: int = 20  # nonfinite=skip: this many skipped steps in a row stop the run
     grad_clip: float | None = None
 
 
 @dataclass
 class TestConfig:
     batch_size: int = 8
-    save_grids: bool = False
-    save_parsing: bool = False
 
 
 @dataclass
@@ -182,6 +195,11 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
             except ConfigError as err:
                 errors.append(err)
         raise ConfigError(f"{origin}: key '{key}' = {value!r} does not have the type {_type_name(tp)}")
+    if kind is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{origin}: key '{key}' = {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
     if tp is type(None):
         if value is None:
             return None
@@ -287,36 +305,41 @@ def config_from_dict(data: dict, origin: str = "<dict>") -> Config:
     return cfg
 
 
-_CHOICES = {
-    "pose.heatmap": ("gaussian", "binary"),
-    "model.spatn.input": ("parsing", "image"),
-    "model.flow.source": ("net", "files"),
-    "model.generator.variant": ("full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean"),
-    "loss.gan_mode": ("vanilla", "lsgan", "hinge"),
-    "train.stage": ("joint", "flow"),
-    "train.amp": ("off", "bf16", "fp16"),
-    "train.nonfinite": ("stop", "skip"),
-}
-
-
-def get_key(cfg: Config, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
-
 def validate(cfg: Config) -> None:
-    """Value checks the types cannot express."""
-    for dotted, choices in _CHOICES.items():
-        value = get_key(cfg, dotted)
-        if value not in choices:
-            raise ConfigError(f"key '{dotted}' = {value!r} is not one of {', '.join(choices)}")
+    """Value checks the types cannot express, all at load time (before a run folder exists)."""
     h, w = cfg.data.image_size
-    if h % 4 or w % 4:
-        raise ConfigError(f"key 'data.image_size' = {cfg.data.image_size}: both sides must be multiples of 4")
+    if h % 4 or w % 4 or h <= 0 or w <= 0:
+        raise ConfigError(f"key 'data.image_size' = {list(cfg.data.image_size)}: both sides must be positive "
+                          "multiples of 4")
     if cfg.pose.kappa >= 0:
         raise ConfigError(f"key 'pose.kappa' = {cfg.pose.kappa} must be negative (paper eq. 3)")
+    t = cfg.train
+    positive = {"train.batch_size": t.batch_size, "train.max_steps": t.max_steps, "train.log_every": t.log_every,
+                "train.val_every": t.val_every, "train.ckpt_every": t.ckpt_every,
+                "train.keep_checkpoints": t.keep_checkpoints, "train.lr": t.lr, "train.lr_d": t.lr_d,
+                "train.max_consecutive_skips": t.max_consecutive_skips, "test.batch_size": cfg.test.batch_size,
+                "data.val_pairs": cfg.data.val_pairs, "train.lr_factor": t.lr_factor}
+    optional = {"train.max_minutes": t.max_minutes, "train.grad_clip": t.grad_clip,
+                "data.max_train_pairs": cfg.data.max_train_pairs, "data.max_test_pairs": cfg.data.max_test_pairs}
+    for key, value in {**positive, **{k: v for k, v in optional.items() if v is not None}}.items():
+        if not value > 0:
+            raise ConfigError(f"key '{key}' = {value!r} must be positive")
+    if not t.lr_factor < 1:
+        raise ConfigError(f"key 'train.lr_factor' = {t.lr_factor} must be below 1 (it lowers the learning rate)")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"key 'train.betas' = {list(t.betas)}: Adam's betas lie in [0, 1)")
+    for key, value in {"data.num_workers": cfg.data.num_workers, "train.adv_start_step": t.adv_start_step,
+                       "train.lr_patience": t.lr_patience}.items():
+        if value < 0:
+            raise ConfigError(f"key '{key}' = {value} must not be negative")
+    if not 0 <= cfg.data.hflip_prob <= 1:
+        raise ConfigError(f"key 'data.hflip_prob' = {cfg.data.hflip_prob} must lie in [0, 1]")
+    weights = dataclasses.asdict(cfg.loss.weights)
+    if any(v < 0 for v in weights.values()):
+        bad = [k for k, v in weights.items() if v < 0]
+        raise ConfigError(f"key 'loss.weights.{bad[0]}' = {weights[bad[0]]} must not be negative")
+    if not cfg.loss.perceptual_layers:
+        raise ConfigError("key 'loss.perceptual_layers' is empty: name at least one VGG19 layer")
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,20 +1,47 @@
-"""Pictures for people: pose maps, parsing maps and the comparison grid used by train.py, test.py and the report.
+"""Images between the networks' [-1, 1] and uint8, and pictures for people: pose maps, parsing maps and the
+comparison grid used by train.py, test.py, infer.py and the report.
 
 Grid columns (one row per pair): source | target pose | predicted parsing | generated | ground truth.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 
 from data.parsing import colorize
+from utils.errors import InputError
+
+
+class ImageError(InputError):
+    """An image file that cannot be read; the message names it."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(h,w,3) uint8 RGB from an image file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"image {path}: not found or not a readable image")
+    return image[..., ::-1].copy()
+
+
+def from_uint8(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H,W,3) uint8 RGB -> (3,H,W) float32 in [-1, 1]: x / 127.5 - 1, the networks' input range."""
+    chw = torch.as_tensor(image).permute(2, 0, 1)  # (3,H,W) uint8 view
+    return chw.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
+
+
+def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) in [-1,1] -> (B,3,H,W) uint8, rounding as the field's scripts do ((x+1)*127.5)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8, rounding as the field's scripts do ((x+1)*127.5)."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-    return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 numpy (the inverse of `from_uint8`, up to rounding)."""
+    return to_uint8_tensor(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def pose_picture(pose: torch.Tensor) -> np.ndarray:

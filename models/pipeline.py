@@ -1,0 +1,155 @@
+"""The test-time path of SPGNet, from a checkpoint to images (paper sec. 3): the one forward that train.py's
+validation, test.py, infer.py and the scripts share.
+
+    pose maps      keypoints -> (B,30,H,W) on the device, unless the loader already drew them
+    flow           the frozen flow module (or the batch's precomputed flow) -> target->source flow, visibility
+    SPATN          source parsing (SPATN*: source image) + both poses -> target parsing logits (B,K,H,W)
+    SPGNet         source image, target pose, source parsing, one-hot of SPATN's argmax, flow -> image (B,3,H,W)
+
+SPGNet sees SPATN's prediction here; while training it sees the ground-truth target parsing instead
+(training/stages.py). `load_pipeline` reads the networks of a joint-stage checkpoint, with one policy for the
+frozen flow module (`load_flow`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data.parsing import num_labels, one_hot
+from models.build import build_flow, build_pose_encoder, build_spatn, build_spgnet
+from models.pose_encoding import PoseEncoder
+from utils import checkpoint as ck
+from utils.config import Config, to_dict
+
+
+@dataclass
+class Rendered:
+    """What one pass of the pipeline produces for a batch."""
+
+    logits: torch.Tensor  # (B,K,H,W) SPATN's target parsing logits
+    parsing: torch.Tensor  # (B,K,H,W) one-hot of their argmax: the parsing SPGNet rendered with
+    image: torch.Tensor  # (B,3,H,W) in [-1, 1]
+
+
+def hard_parsing(logits: torch.Tensor) -> torch.Tensor:
+    """(B,K,H,W) logits -> (B,K,H,W) one-hot of the argmax, in the logits' dtype."""
+    return one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)
+
+
+def add_pose_maps(batch: dict, pose_encoder: PoseEncoder) -> dict:
+    """Draw src_pose / tgt_pose (B,30,H,W) from the keypoints when the loader shipped keypoints only."""
+    if "src_pose" not in batch:
+        batch["src_pose"] = pose_encoder(batch["src_keypoints"])  # (B,30,H,W)
+        batch["tgt_pose"] = pose_encoder(batch["tgt_keypoints"])
+    return batch
+
+
+@torch.no_grad()
+def flow_and_visibility(flow_net: nn.Module | None, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target->source flow (B,2,H,W) in pixels and visibility labels (B,H,W) long: from the frozen flow module,
+    or the batch's precomputed `flow` / `vis` when there is none (model.flow.source=files)."""
+    if flow_net is None:
+        return batch["flow"], batch["vis"]
+    out = flow_net(batch["src_pose"], batch["tgt_pose"])
+    return out.flow.float(), out.vis_logits.argmax(dim=1)
+
+
+def spatn_source(spatn_takes_image: bool, batch: dict) -> torch.Tensor:
+    """SPATN reads the source parsing; SPATN* (model.spatn.input=image) the source image."""
+    return batch["src_image"] if spatn_takes_image else batch["src_parsing"]
+
+
+@dataclass
+class Pipeline:
+    """SPATN, SPGNet, the frozen flow module and the pose encoder, in eval mode; `render` is the test-time pass."""
+
+    spatn: nn.Module
+    generator: nn.Module
+    flow: nn.Module | None  # None: the batches carry precomputed flow and visibility
+    pose_encoder: PoseEncoder
+    num_classes: int
+    spatn_takes_image: bool
+
+    @torch.no_grad()
+    def render(self, batch: dict) -> Rendered:
+        """A device batch (src_image, src_parsing, keypoints or pose maps, [flow, vis]) -> Rendered."""
+        batch = add_pose_maps(batch, self.pose_encoder)
+        flow, vis = flow_and_visibility(self.flow, batch)
+        logits = self.spatn(spatn_source(self.spatn_takes_image, batch), batch["src_pose"], batch["tgt_pose"])
+        parsing = hard_parsing(logits.float())  # (B,K,H,W)
+        image = self.generator(batch["src_image"], batch["tgt_pose"], batch["src_parsing"], parsing, flow, vis)
+        return Rendered(logits=logits.float(), parsing=parsing, image=image.float())
+
+    def own_parsing(self, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        return predict_own_parsing(self.spatn, image, pose)
+
+
+@torch.no_grad()
+def predict_own_parsing(spatn: nn.Module, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """SPATN*(image, pose, pose): each image's own parsing labels (B,H,W) long, in the merged label set (the
+    paper's Market-1501 recipe: the source pose as both poses)."""
+    return spatn(image, pose, pose).argmax(dim=1)  # (B,K,H,W) logits -> (B,H,W)
+
+
+def load_flow(cfg: Config, ckpt: dict | None, path: Path | None) -> nn.Module | None:
+    """The frozen flow module of a run, by one policy: None when flow comes from files (model.flow.source=files);
+    else the one a joint-stage checkpoint carries, else the stage-0 checkpoint `model.flow.checkpoint`, whose
+    model.flow.* keys must equal the config's. Returned on the CPU, in eval mode, without gradients."""
+    if cfg.model.flow.source == "files":
+        return None
+    state = None if ckpt is None else ckpt["models"].get("flow")
+    if state is None:
+        flow_path = cfg.model.flow.checkpoint
+        if flow_path is None:
+            where = f"{path} holds no flow module and key" if ckpt is not None else "key"
+            raise ck.CheckpointError(
+                f"{where} 'model.flow.checkpoint' is null: the joint stage needs a trained flow module. Train it "
+                "first (python train.py --config <cfg> train.stage=flow) and pass model.flow.checkpoint=<its "
+                "step-*.pt>, or use precomputed flow files with model.flow.source=files")
+        flow_ckpt = ck.load_checkpoint(flow_path)
+        saved, ours = flow_ckpt["config"]["model"]["flow"], to_dict(cfg)["model"]["flow"]
+        diffs = [f"model.flow.{k}: {saved.get(k)!r} -> {ours[k]!r}" for k in ours
+                 if k not in ("checkpoint", "source") and saved.get(k) != ours[k]]
+        if diffs or "flow" not in flow_ckpt["models"]:
+            raise ck.CheckpointError(f"flow checkpoint {flow_path} does not fit this config: "
+                                     + "; ".join(diffs or ["it holds no flow module"]))
+        state = flow_ckpt["models"]["flow"]
+    flow = build_flow(cfg)
+    try:
+        flow.load_state_dict(state)
+    except RuntimeError as err:  # a flow module of other widths: name the keys that shape it
+        raise ck.CheckpointError(f"the flow module does not fit the model.flow.* keys of this config: {err}") from err
+    return flow.eval().requires_grad_(False)
+
+
+def load_pose_encoder(cfg: Config, ckpt: dict) -> PoseEncoder:
+    """Keypoints -> 30 pose maps, with the checkpoint's learnt kappa when it has one."""
+    encoder = build_pose_encoder(cfg)
+    if "pose_encoder" in ckpt["models"]:
+        encoder.load_state_dict(ckpt["models"]["pose_encoder"])
+    return encoder.eval()
+
+
+def load_spatn(cfg: Config, ckpt: dict) -> nn.Module:
+    spatn = build_spatn(cfg)
+    spatn.load_state_dict(ckpt["models"]["spatn"])
+    return spatn.eval()
+
+
+def load_pipeline(cfg: Config, ckpt: dict, path: Path, device: torch.device) -> Pipeline:
+    """The networks of a joint-stage checkpoint (`cfg` must fit it: utils.checkpoint.check_compatible)."""
+    models = ckpt["models"]
+    if "generator" not in models or "spatn" not in models:
+        raise ck.CheckpointError(f"{path} holds {', '.join(sorted(models))}; a joint-stage checkpoint (spatn, "
+                                 "generator and the frozen flow module) is needed")
+    generator = build_spgnet(cfg)
+    generator.load_state_dict(models["generator"])
+    flow = load_flow(cfg, ckpt, path)
+    return Pipeline(spatn=load_spatn(cfg, ckpt).to(device), generator=generator.eval().to(device),
+                    flow=None if flow is None else flow.to(device),
+                    pose_encoder=load_pose_encoder(cfg, ckpt).to(device), num_classes=num_labels(cfg),
+                    spatn_takes_image=cfg.model.spatn.input == "image")

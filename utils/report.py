@@ -1,0 +1,125 @@
+"""A self-contained HTML report of a run: loss curves (inline SVG), the metric table, a grid of test results.
+Written by scripts/report.py and scripts/demo.py."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.run import read_metrics
+
+CURVES = [
+    ("Stage 1: SPATN parsing", ["g/ce"], ["val/ce"]),
+    ("Stage 2: reconstruction", ["g/l1", "g/perceptual"], ["val/l1", "val/perceptual"]),
+    ("Adversarial", ["g/adversarial", "d/d_real", "d/d_fake"], []),
+    ("Held-out SSIM (generated vs. copying the source)", [], ["val/ssim", "val/ssim_copy_source"]),
+    ("Held-out parsing accuracy", [], ["val/parsing_acc"]),
+]
+FLOW_CURVES = [("Stage 0: flow module", ["flow/flow_epe"], ["val/flow_epe", "val/flow_epe_zero_flow"])]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def axis_range(values: list[float], pad: float) -> tuple[float, float]:
+    """(min, max) of the values; a single value is centred in [value - pad, value + pad] instead."""
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - pad, hi + pad)
+
+
+def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int = 460, height: int = 220) -> str:
+    """A small line chart: one polyline per series, axes with min/max labels, a legend."""
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return ""
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = [y for pts in series.values() for _, y in pts]
+    x0, x1 = axis_range(xs, pad=1)
+    y0, y1 = axis_range(ys, pad=0.05 * abs(ys[0]) or 1.0)
+    left, right, top, bottom = 52, 10, 24, 34
+    pw, ph = width - left - right, height - top - bottom
+
+    def pos(x: float, y: float) -> str:
+        return f"{left + (x - x0) / (x1 - x0) * pw:.1f},{top + (1 - (y - y0) / (y1 - y0)) * ph:.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><text x="{left}" y="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+             f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
+             f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">{y0:.3g}</text>',
+             f'<text x="{left}" y="{height - 18}">{x0}</text>',
+             f'<text x="{left + pw}" y="{height - 18}" text-anchor="end">step {x1}</text>']
+    for i, (name, pts) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        points = " ".join(pos(x, y) for x, y in pts)
+        cx, cy = pos(*pts[0]).split(",")
+        marker = "" if len(pts) > 1 else f'<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>'
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>{marker}')
+        parts.append(f'<text x="{left + 6 + 150 * i}" y="{height - 4}" fill="{colour}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def curves_html(run: Path, specs) -> str:
+    rows = read_metrics(run)
+    charts = []
+    for title, train_keys, val_keys in specs:
+        series = {}
+        for key in train_keys + val_keys:
+            series[key] = [(r["step"], r[key]) for r in rows if key in r and np.isfinite(r[key])]
+        charts.append(svg_chart(title, series))
+    return "\n".join(c for c in charts if c)
+
+
+def png_data_uri(image_bgr: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", image_bgr)
+    if not ok:
+        raise RuntimeError("could not encode a PNG for the report")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def results_grid(grids_dir: Path, rows: int = 8) -> str:
+    files = sorted(grids_dir.glob("*.png"))[:rows]
+    if not files:
+        return "<p>(no test grids found)</p>"
+    pictures = [cv2.imread(str(f)) for f in files]
+    sheet = np.concatenate([p for p in pictures if p is not None], axis=0)
+    return (f'<p>columns: source | target pose | predicted parsing | generated | ground truth '
+            f'({len(files)} test pairs)</p><img src="{png_data_uri(sheet)}" alt="test results">')
+
+
+def metrics_table(metrics_path: Path | None) -> str:
+    if metrics_path is None or not metrics_path.is_file():
+        return "<p>(no metrics.json)</p>"
+    data = json.loads(metrics_path.read_text())
+    values = data.get("metrics", data)
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4f}</td></tr>" if isinstance(v, (int, float))
+                   else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in values.items())
+    notes = {k: v for k, v in data.items() if k != "metrics"}
+    note_html = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in notes.items())
+    return f"<table>{rows}</table><ul>{note_html}</ul>"
+
+
+def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, metrics: Path | None,
+                 title: str = "SPGNet run report", extra: str = "") -> Path:
+    body = [f"<h1>{html.escape(title)}</h1>", extra]
+    body.append("<h2>Test results</h2>" + (results_grid(test / "grids") if test else ""))
+    body.append("<h2>Metrics</h2>" + metrics_table(metrics))
+    body.append("<h2>Training curves</h2>")
+    if flow is not None:
+        body.append(curves_html(flow, FLOW_CURVES))
+    body.append(curves_html(joint, CURVES))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 10px}img{max-width:100%}"
+             "svg{margin:6px}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out

@@ -109,9 +109,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{args.json}: figures written")
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> int:
+    """main() with bad input reported as one 'error:' line naming the file, no traceback; the exit code."""
     try:
-        main()
-    except (study.StudyError, AnnotationError, OSError) as err:  # bad input: one line naming the file, no traceback
+        main(argv)
+    except (study.StudyError, AnnotationError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

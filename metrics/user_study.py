@@ -212,7 +212,8 @@ def build_real_vs_fake(generated_dir: str | Path, real_dir: str | Path, out: str
         print(f"warning: real images are {sorted(sizes[REAL])} and generated ones {sorted(sizes[GENERATED])} "
               f"(height, width): participants can tell them apart by shape")
     method = name or generated_dir.name
-    manifest = _header(REAL_VS_FAKE, f"Real or generated? ({method})", display_ms, seed, practice)
+    # the title is shown to participants: it must not name the method
+    manifest = _header(REAL_VS_FAKE, "Real or generated?", display_ms, seed, practice)
     manifest.update(method=method, generated_dir=str(generated_dir), real_dir=str(real_dir),
                     counts={"generated": n_generated, "real": n_real}, trials=trials)
     return write_study(out, manifest, images)

@@ -223,7 +223,7 @@ def build_rvf(root: Path, out: str, seed: int = 0, **kw) -> dict:
 
 
 def test_build_real_vs_fake_counts_manifest_and_page(image_folders):
-    m = build_rvf(image_folders, "study", display_ms=700)
+    m = build_rvf(image_folders, "study", display_ms=700, name="SecretNet")
     out = image_folders / "study"
     trials = m["trials"]
     assert [t["truth"] for t in trials].count("generated") == 5 and [t["truth"] for t in trials].count("real") == 4
@@ -232,7 +232,7 @@ def test_build_real_vs_fake_counts_manifest_and_page(image_folders):
     assert len(set(gen_files)) == 5 and all(f.startswith("gen") for f in gen_files)  # drawn without replacement
     assert all(t["file"].startswith("real") for t in trials if t["truth"] == "real")
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk == m and m["display_ms"] == 700 and m["method"] == "gen" and len(m["study_id"]) == 16
+    assert on_disk == m and m["display_ms"] == 700 and m["method"] == "SecretNet" and len(m["study_id"]) == 16
     for t in trials:  # every picture re-encoded as PNG under a neutral name, pixels kept
         folder = image_folders / ("gen" if t["truth"] == "generated" else "real")
         assert t["image"] == f"images/{t['id']}.png"
@@ -240,7 +240,8 @@ def test_build_real_vs_fake_counts_manifest_and_page(image_folders):
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{t['id']}.png" for t in trials)
     page = (out / "index.html").read_text()
     assert m["study_id"] in page and "__STUDY_JSON__" not in page
-    assert '"truth"' not in page and "gen0" not in page and "real0" not in page  # nothing tells the answer
+    # nothing tells the answer or the method: no truths, no source names, no method name
+    assert '"truth"' not in page and "gen0" not in page and "real0" not in page and "SecretNet" not in page
     assert "http://" not in page and "https://" not in page  # no network
     assert (out / "answers").is_dir()
 

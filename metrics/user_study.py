@@ -514,6 +514,10 @@ def _cell(stat: Mapping[str, Any] | None) -> str:
     return f"{stat['value']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _display(ms: int | None) -> str:
+    return "until answered" if ms == 0 else f"{ms} ms"
+
+
 def markdown(results: Sequence[Mapping[str, Any]]) -> str:
     """The Table 2 (right) shaped summary, a line per study, and a per-participant table per study."""
     rows: dict[str, dict[str, Any]] = {}
@@ -533,7 +537,7 @@ def markdown(results: Sequence[Mapping[str, Any]]) -> str:
         what = f"method {r['method']}" if r["protocol"] == REAL_VS_FAKE else f"methods {', '.join(r['statistics'])}"
         lines += ["", f"Study {r['study_id']} ({r['protocol']}, {what}): {len(r['participants'])} participants, "
                   f"{r['scored_trials']} scored trials each (practice excluded), "
-                  f"display {r['manifest_display_ms']} ms; "
+                  f"display {_display(r['manifest_display_ms'])}; "
                   f"bootstrap {b['resamples']} resamples, seed {b['seed']}", "",
                   "| Participant | Answered | Skipped | Median RT (ms) | " + " | ".join(r["statistics"]) + " |",
                   "|---|---:|---:|---:|" + "---:|" * len(r["statistics"])]

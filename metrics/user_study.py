@@ -193,6 +193,8 @@ def build_real_vs_fake(generated_dir: str | Path, real_dir: str | Path, out: str
 
     `name` labels the method whose images are the generated ones (default: the folder's name)."""
     generated_dir, real_dir = Path(generated_dir), Path(real_dir)
+    # the title is shown to participants: it must not name the method
+    manifest = _header(REAL_VS_FAKE, "Real or generated?", display_ms, seed, practice)
     _prepare_out(Path(out))
     generated, real = list_images(generated_dir), list_images(real_dir)
     for kind, folder, names, n in (("generated", generated_dir, generated, n_generated),
@@ -211,10 +213,7 @@ def build_real_vs_fake(generated_dir: str | Path, real_dir: str | Path, out: str
     if sizes[REAL] != sizes[GENERATED]:
         print(f"warning: real images are {sorted(sizes[REAL])} and generated ones {sorted(sizes[GENERATED])} "
               f"(height, width): participants can tell them apart by shape")
-    method = name or generated_dir.name
-    # the title is shown to participants: it must not name the method
-    manifest = _header(REAL_VS_FAKE, "Real or generated?", display_ms, seed, practice)
-    manifest.update(method=method, generated_dir=str(generated_dir), real_dir=str(real_dir),
+    manifest.update(method=name or generated_dir.name, generated_dir=str(generated_dir), real_dir=str(real_dir),
                     counts={"generated": n_generated, "real": n_real}, trials=trials)
     return write_study(out, manifest, images)
 
@@ -254,6 +253,7 @@ def build_best_of(methods: Mapping[str, str | Path], pairs_csv: str | Path, imag
         raise StudyError(f"best-of needs at least 2 methods, got {len(methods)}")
     methods = {name: Path(folder) for name, folder in methods.items()}
     images_dir = Path(images_dir)
+    manifest = _header(BEST_OF, "Which result is closest to the ground truth?", display_ms, seed, practice)
     _prepare_out(Path(out))
     pairs = read_pairs(pairs_csv)
     if not pairs:
@@ -284,7 +284,6 @@ def build_best_of(methods: Mapping[str, str | Path], pairs_csv: str | Path, imag
             images[path] = _png(_read_image(outputs[(src, tgt)][m]), str(outputs[(src, tgt)][m]))
             t["candidates"].append(path)
             t["methods"].append(names[m])
-    manifest = _header(BEST_OF, "Which result is closest to the ground truth?", display_ms, seed, practice)
     manifest.update(methods={n: str(p) for n, p in methods.items()}, pairs_csv=str(pairs_csv),
                     images_dir=str(images_dir), annotations=str(annotations_csv), trials=trials)
     return write_study(out, manifest, images)

@@ -42,6 +42,7 @@ import numpy as np
 from data.annotations import read_annotations, read_pairs
 from data.datasets import generated_image_name
 from data.pose import encode_pose
+from utils.errors import InputError
 from utils.visual import pose_picture
 
 REAL_VS_FAKE, BEST_OF = "real-vs-fake", "best-of"
@@ -54,7 +55,7 @@ PAGE_TOKEN = "__STUDY_JSON__"
 SHOW_MISSING = 10  # file names listed per folder in a mismatch error; the rest are counted
 
 
-class StudyError(ValueError):
+class StudyError(InputError):
     """Bad input to build or score; the message names the file, folder or entry."""
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.annotations import AnnotationError  # noqa: E402
 from metrics import user_study as study  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def parse_methods(items: list[str]) -> dict[str, Path]:
@@ -109,15 +109,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{args.json}: figures written")
 
 
-def run(argv: list[str] | None = None) -> int:
-    """main() with bad input reported as one 'error:' line naming the file, no traceback; the exit code."""
-    try:
-        main(argv)
-    except (study.StudyError, AnnotationError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    run_main(main)

@@ -25,6 +25,7 @@ from data.annotations import read_annotations, write_annotations, write_pairs
 from data.datasets import generated_image_name
 from metrics import user_study as us
 from scripts import user_study
+from utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "user_study.py"
@@ -35,8 +36,9 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = user_study.run([str(a) for a in args])
-        except SystemExit as exit_:  # argparse
+            run_main(functools.partial(user_study.main, [str(a) for a in args]))  # the script's own handler
+            code = 0
+        except SystemExit as exit_:  # run_main's exit 2, or argparse's
             code = exit_.code
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 

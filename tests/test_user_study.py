@@ -43,8 +43,9 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-def run_subprocess(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+def run_subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The script as a user runs it, from another folder (it must find the repository's packages itself)."""
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -151,7 +152,7 @@ def test_score_best_of_by_hand_and_the_combined_table(hand_studies):
 
 def test_score_cli_finds_the_manifest_and_writes_json(hand_studies, tmp_path):
     out = tmp_path / "figures.json"
-    proc = run_subprocess("score", *hand_studies["rvf"], "--bootstrap", "500", "--json", out)
+    proc = run_subprocess("score", *hand_studies["rvf"], "--bootstrap", "500", "--json", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "| Ours | 57.14 [40.00, 100.00] | 37.50 [20.00, 66.67] | - |" in proc.stdout
     assert json.loads(out.read_text())[0]["pooled"]["G2R"]["value"] == pytest.approx(37.5)
@@ -175,6 +176,15 @@ def test_score_errors(hand_studies, tmp_path):
     lonely = tmp_path / "lonely.json"
     lonely.write_text("{}")
     assert_clean_error(run_script("score", lonely), "no manifest.json")
+
+
+def test_help(capsys):
+    for argv in (["--help"], ["build", "--help"], ["score", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            user_study.main(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert user_study.__doc__.splitlines()[0] in out and "--generated-count" in out and "--bootstrap" in out
 
 
 # ------------------------------------------------------------------------------- bootstrap
@@ -264,7 +274,7 @@ def test_build_is_reproducible_from_its_seed(image_folders):
 def test_build_real_vs_fake_errors(image_folders):
     root = image_folders
     proc = run_subprocess("build", "--protocol", "real-vs-fake", "--generated", root / "gen", "--real",
-                          root / "real", "--out", root / "s1")  # the paper's default of 55 + 55
+                          root / "real", "--out", root / "s1", cwd=root)  # the paper's default of 55 + 55
     assert_clean_error(proc, str(root / "gen"), "9 generated images", "55 needed")
     assert not (root / "s1").exists()  # nothing written
     proc = run_script("build", "--protocol", "real-vs-fake", "--generated", root / "gen", "--real", root / "real",
@@ -371,6 +381,16 @@ def browser_paths() -> tuple[str, str]:
             pytest.fail(reason + "; .ci/run installs them")
         pytest.skip(reason + " (apt-get install chromium chromium-driver; pip install selenium)")
     return chromium, driver
+
+
+def test_browser_test_fails_under_ci_and_skips_elsewhere_without_chromium(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs chromium, chromedriver"):
+        browser_paths()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="needs chromium, chromedriver"):
+        browser_paths()
 
 
 @pytest.fixture(scope="module")

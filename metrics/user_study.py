@@ -249,7 +249,7 @@ def build_best_of(methods: Mapping[str, str | Path], pairs_csv: str | Path, imag
 
     methods: name -> folder of that method's outputs, named as test.py writes them (data.datasets.
     generated_image_name). Source and ground truth come from images_dir, the target pose picture is drawn from
-    the keypoints of annotations_csv at the ground truth's size (utils.visual.pose_picture)."""
+    the keypoints of annotations_csv at the ground truth's size (data.visual.pose_picture)."""
     if len(methods) < 2:
         raise StudyError(f"best-of needs at least 2 methods, got {len(methods)}")
     methods = {name: Path(folder) for name, folder in methods.items()}

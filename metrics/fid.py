@@ -35,6 +35,7 @@ from pytorch_fid import inception as pf_inception
 from scipy import linalg
 from torch import nn
 
+from utils.io import atomic_path
 from utils.weights import load_state_dict, weights_info
 
 PROTOCOLS = ("posetransfer", "standard")
@@ -283,9 +284,8 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     mu, sigma = moments.statistics()
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
         info = json.dumps({"folder": str(folder), "identity": extractor.identity, "count": moments.n})
-        np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)
-        os.replace(tmp, cache_file)  # atomic: a killed run never leaves a half-written cache
+        with atomic_path(cache_file) as tmp:  # a killed run never leaves a half-written cache
+            np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)
     return RealStatistics(mu, sigma, moments.n, str(folder), cache_file, False)
 

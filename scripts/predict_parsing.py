@@ -19,11 +19,9 @@ predicted class. Any other merge is refused (key data.label_merge).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -45,6 +43,7 @@ from infer import (  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
+from utils.io import ensure_writable_folder, write_image  # noqa: E402
 
 
 def check_spatn_star(ckpt: dict, spatn_cfg: Config, cfg: Config, path: Path) -> None:
@@ -97,14 +96,6 @@ class AnnotatedImages(torch.utils.data.Dataset):
                 "index": index}
 
 
-def write_labels(labels: np.ndarray, path: Path) -> None:
-    """PNG via a temporary file and a rename: an interrupted run never leaves a truncated map to be skipped."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    if not cv2.imwrite(str(tmp), labels):
-        raise OSError(f"cannot write {tmp}")
-    os.replace(tmp, path)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="an SPATN* checkpoint (model.spatn.input=image)")
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         except AnnotationError as err:
             raise InferenceError(str(err)) from err
         out_dir = root / (image_dir + d.parsing_suffix)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(out_dir)
         items = [(name, kp) for name, kp in keypoints.items()
                  if args.overwrite or not (out_dir / f"{Path(name).stem}.png").is_file()]
         print(f"{split}: {len(keypoints)} images in {annotation.name}, {len(items)} to parse into {out_dir}")
@@ -153,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             pose = pose_encoder(batch["keypoints"].to(device))  # (B,30,H,W)
             labels = to_cihp[predict_own_parsing(spatn, batch["image"].to(device), pose)]  # (B,H,W) CIHP ids
             for index, lab in zip(batch["index"].tolist(), labels.cpu().numpy()):
-                write_labels(lab, out_dir / f"{Path(items[index][0]).stem}.png")
+                # atomic: an interrupted run never leaves a truncated map that a rerun would skip
+                write_image(out_dir / f"{Path(items[index][0]).stem}.png", lab.astype(np.uint8), rgb=False)
                 written += 1
     print(f"wrote {written} parsing maps")
     return written

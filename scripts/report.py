@@ -18,6 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.cli import run_main  # noqa: E402
+from utils.io import write_text  # noqa: E402
 from utils.run import read_metrics  # noqa: E402
 
 CURVES = [
@@ -126,10 +128,7 @@ def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, m
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_text(out, page)
 
 
 def main() -> None:
@@ -144,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

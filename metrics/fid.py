@@ -35,7 +35,7 @@ from pytorch_fid import inception as pf_inception
 from scipy import linalg
 from torch import nn
 
-from utils.io import atomic_path
+from utils.io import ImageReadError, atomic_path, read_image
 from utils.weights import load_state_dict, weights_info
 
 PROTOCOLS = ("posetransfer", "standard")
@@ -207,12 +207,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H,W,3) uint8 RGB; ValueError naming the file when unreadable or not of `size` (H, W)."""
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot be read as an image")
+    """(H,W,3) uint8 RGB; ImageReadError (a ValueError) naming the file when unreadable, truncated or not of
+    `size` (H, W)."""
+    image = read_image(path, cv2.IMREAD_COLOR)
     if size is not None and image.shape[:2] != tuple(size):
-        raise ValueError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW), expected {size[0]}x{size[1]}")
+        raise ImageReadError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW), expected {size[0]}x{size[1]}")
     return np.ascontiguousarray(image[..., ::-1])
 
 

@@ -441,3 +441,34 @@ def test_two_runs_of_one_name_started_together_get_two_folders(tmp_path, monkeyp
     monkeypatch.setattr(Path, "mkdir", mkdir)
     folder = run.new_run_folder(tmp_path, "df")
     assert raced == [tmp_path / "00000-df"] and folder == tmp_path / "00001-df"
+
+
+# ------------------------------------------------------------------------------------ the atomic writer
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    from utils.io import WriteError, atomic_write, write_text
+
+    path = write_text(tmp_path / "metrics.json", "old\n")
+
+    def half_then_full(f):
+        f.write(b"new, but only ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(WriteError, match=f"cannot write {path}: No space left on device"):
+        atomic_write(path, half_then_full)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'nope' / 'x.txt'}"):
+        write_text(tmp_path / "nope" / "x.txt", "x")  # a missing folder is named with the file
+
+
+def test_write_image_round_trips_and_refuses_what_it_cannot_encode(tmp_path):
+    from utils.io import WriteError, write_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "a.png"))[..., ::-1], rgb)  # decoded by cv2 itself
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'b.png'}: cannot encode"):
+        write_image(tmp_path / "b.png", np.zeros((H, W, 3), np.float64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -133,6 +133,9 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
 def encode_image(path: str | Path, image: np.ndarray, params: Sequence[int] = ()) -> bytes:
     """(H,W,3) BGR or (H,W) uint8 -> the bytes of the format `path`'s extension names (cv2.imencode)."""
     path = Path(path)
+    if image.dtype != np.uint8 and not (image.dtype == np.uint16 and path.suffix.lower() in (".png", ".tif")):
+        # cv2 would convert other depths to uint8 with only a warning: a silently wrong picture
+        raise WriteError(f"cannot write {path}: cannot encode {image.dtype} pixels (uint8 expected)")
     try:
         ok, buffer = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image), list(params))
     except cv2.error as err:

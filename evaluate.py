@@ -201,7 +201,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if cfg.data.max_test_pairs is not None:
         test_pairs = test_pairs[: cfg.data.max_test_pairs]
     pairs, missing = find_pairs(test_pairs, generated, args.allow_missing)
-    kp_target = target_keypoints(pairs, read_annotations(annotation_file), annotation_file)
+    kp_target = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     random = args.weights == "random"
 

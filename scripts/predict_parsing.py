@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         image_dir = d.train_dir if split == "train" else d.test_dir
         annotation = root / (d.annotation_train if split == "train" else d.annotation_test)
         try:
-            keypoints = read_annotations(annotation)
+            keypoints = read_annotations(annotation, tuple(d.image_size))
         except AnnotationError as err:
             raise InferenceError(str(err)) from err
         out_dir = root / (image_dir + d.parsing_suffix)

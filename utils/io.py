@@ -38,8 +38,6 @@ from utils.errors import InputError
 
 # .NAME.tmp-PID or .NAME.tmp-PID.SUFFIX (the suffix keeps writers that choose a format by extension working)
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.[^.]+)?$")
-
-
 _JPEG, _PNG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
 _TAIL = 1024  # bytes after the end marker that are tolerated (some cameras pad files)
 

@@ -13,8 +13,9 @@ metrics/ module): SSIM as skimage with Gaussian weights; mask-SSIM / mask-LPIPS 
 "posetransfer" (GFLA's script: torchvision's ImageNet Inception, real set = the training images) or "standard"
 (pytorch-fid's FID Inception, real set = the test images); LPIPS AlexNet v0.1; PCKh as PATN's script.
 
-Writes to --out (default: next to --generated, `metrics/`): metrics.json, metrics.csv, per_image.csv, and the
-markdown table to stdout. --weights random uses randomly initialised Inception/AlexNet trunks (offline tests and
+Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
+computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout.
+--weights random uses randomly initialised Inception/AlexNet trunks (offline tests and
 the demo); such values are labelled RANDOM-INIT everywhere and are not comparable to published numbers.
 """
 
@@ -41,6 +42,7 @@ from metrics.ssim import masked_ssim, ssim
 from utils.cli import run_main
 from utils.config import load_config
 from utils.errors import InputError
+from utils.io import ensure_writable_folder
 
 SHOW_MISSING = 10  # how many missing names an error lists
 
@@ -193,12 +195,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     generated = Path(args.generated)
     if not generated.is_dir():
         raise EvaluationError(f"--generated {generated}: not a folder")
+    out_dir = ensure_writable_folder(Path(args.out) if args.out else generated.resolve().parent / "metrics")
     pairs_file, annotation_file = root / cfg.data.pairs_test, root / cfg.data.annotation_test
     test_pairs = read_pairs(pairs_file)
     if cfg.data.max_test_pairs is not None:
         test_pairs = test_pairs[: cfg.data.max_test_pairs]
     pairs, missing = find_pairs(test_pairs, generated, args.allow_missing)
-    kp_target = target_keypoints(pairs, read_annotations(annotation_file), annotation_file)
+    kp_target = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     random = args.weights == "random"
 
@@ -237,8 +240,6 @@ def evaluate(args: argparse.Namespace) -> dict:
             images = batch["generated"].permute(0, 2, 3, 1).numpy()  # (B,H,W,3) uint8 RGB
             predictions.update(estimators.predict_keypoints(estimator, [(names, images)], args.pose_estimator))
 
-    out_dir = Path(args.out) if args.out else generated.resolve().parent / "metrics"
-    out_dir.mkdir(parents=True, exist_ok=True)
     results: list[table.MetricResult] = []
     n = len(pairs)
     notes = {"ssim": SSIM_NOTE, "mssim": MSSIM_NOTE, "lpips": LPIPS_NOTE, "mlpips": MLPIPS_NOTE}

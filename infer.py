@@ -20,8 +20,12 @@ Poses (18 OpenPose-COCO joints), any of:
   - for the target poses also a folder of such JSON files, sorted by file name.
 Target poses are given in the model's frame (data.image_size, e.g. 256x176), or with --target-size H W in a
 frame of that size, which is then fitted into the model's frame exactly as --resize fits the source image.
-A pose needs at least 4 joints inside the frame and a torso (the neck and a shoulder or hip); otherwise the
-error names the pose (file, row or index).
+A pose needs at least 4 joints inside the frame and a torso (the neck and a shoulder or hip), and finite
+coordinates; otherwise the error names the pose (file, row or index) and the joint.
+
+Output: --out is checked for writability before anything is computed; every frame, GIF and mp4 is written
+atomically and checked (the mp4 is read back and its frames counted), and a failed write stops with an error
+naming the file (exit code 2).
 
 The source image must have the model's size, unless --resize: it is then scaled to fit inside the model's
 frame keeping its aspect ratio and centred, the rest padded (--pad border: the median colour of the image's
@@ -54,6 +58,8 @@ from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
 from utils.errors import InputError
+from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image
+from utils.io import read_image as read_image_file
 
 
 class InferenceError(InputError):
@@ -122,9 +128,10 @@ def fit_labels(labels: np.ndarray, fit: Fit, frame: tuple[int, int]) -> np.ndarr
 
 def read_cihp_labels(path: Path) -> np.ndarray:
     """A single-channel uint8 PNG of CIHP labels 0..19 -> (h,w) uint8."""
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise InferenceError(f"parsing map {path}: not found or not a readable image")
+    try:
+        labels = read_image_file(path, cv2.IMREAD_UNCHANGED)
+    except ImageReadError as err:
+        raise InferenceError(f"parsing map {err}") from err
     if labels.ndim == 3:
         if not (labels == labels[..., :1]).all():
             raise InferenceError(f"parsing map {path}: a colour picture; a single-channel PNG of CIHP label ids "
@@ -183,17 +190,29 @@ def generate(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tenso
 
 def write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
     pictures = [Image.fromarray(f) for f in frames]
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
+    with atomic_path(path) as tmp:
+        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps),
+                         loop=0)
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    """mp4v through OpenCV, into a temporary file that is read back before the rename: the writer reports no
+    write errors (a full disk gives a short file), so the frame count is the check."""
     h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise InferenceError(f"{path}: this OpenCV build cannot write mp4v video; use --gif")
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise InferenceError(f"{path}: this OpenCV build cannot write mp4v video; use --gif")
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))
+        writer.release()
+        reader = cv2.VideoCapture(str(tmp))
+        count = 0
+        while reader.grab():
+            count += 1
+        reader.release()
+        if count != len(frames):
+            raise WriteError(f"cannot write {path}: the video holds {count} of {len(frames)} frames (disk full?)")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -273,6 +292,7 @@ def main(argv: list[str] | None = None) -> Path:
             "a source parsing map is needed: this checkpoint's SPATN reads the source parsing "
             "(model.spatn.input=parsing). Pass --source-parsing <PNG of CIHP labels> (from a human parser such as "
             "PGN), or use an SPATN* checkpoint (model.spatn.input=image), which predicts it from the image")
+    out = ensure_writable_folder(Path(args.out))
     image, src_keypoints, labels = prepare_source(args, cfg)
     tgt_keypoints = prepare_targets(args, cfg)
 
@@ -290,14 +310,12 @@ def main(argv: list[str] | None = None) -> Path:
     frames, parsings = generate(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
                                 args.batch_size or cfg.test.batch_size)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        cv2.imwrite(str(out / f"frame_{i:04d}.png"), frame[..., ::-1])
+        write_image(out / f"frame_{i:04d}.png", frame)
         if args.parsing:
-            cv2.imwrite(str(out / f"parsing_{i:04d}.png"), parsings[i][..., ::-1])
+            write_image(out / f"parsing_{i:04d}.png", parsings[i])
     if args.parsing:
-        cv2.imwrite(str(out / "source_parsing.png"), parsing_picture(src_parsing[None])[0][..., ::-1])
+        write_image(out / "source_parsing.png", parsing_picture(src_parsing[None])[0])
     if args.gif:
         write_gif(frames, out / "sequence.gif", args.fps)
     if args.mp4:

@@ -7,6 +7,11 @@ Writes one image per pair, `<from-stem>___<to-stem>.png` (the naming the field's
 into --out (default: <run folder>/test-<step>/images). `--grids` adds side-by-side pictures
 (source | target pose | predicted parsing | generated | ground truth) and `--parsing` the predicted parsing
 maps as colour PNGs. Then: python evaluate.py --generated <out>/images --dataset-config <config>.
+
+Every file is written atomically (utils.io): a killed run leaves complete images only, and `--skip-existing`
+keeps a pair only when each of its requested outputs decodes completely at the right size, so a rerun after a
+kill regenerates exactly what is missing. The output folders are checked for writability before any work; a
+write that fails (read-only folder, full disk) stops the run with an error naming the file and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import torch
 from tqdm import tqdm
 
@@ -26,6 +30,7 @@ from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
+from utils.io import ImageReadError, ensure_writable_folder, read_image, remove_orphans, write_image
 from utils.training import to_device
 
 
@@ -41,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--grids", action="store_true", help="also write comparison grids")
     p.add_argument("--parsing", action="store_true", help="also write predicted parsing maps (colour PNG)")
-    p.add_argument("--skip-existing", action="store_true", help="skip pairs whose output image exists")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip pairs whose requested outputs exist and decode completely at the right size")
     p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
@@ -49,11 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def refuse_dataset_folder(out: Path, cfg) -> None:
     """Never write generated images into (or over) a folder of real images."""
     root = Path(cfg.data.root).resolve()
-    for sub in (cfg.data.train_dir, cfg.data.test_dir, cfg.data.train_dir + cfg.data.parsing_suffix,
-                cfg.data.test_dir + cfg.data.parsing_suffix):
+    d = cfg.data
+    for sub in (split + suffix for split in (d.train_dir, d.test_dir) for suffix in ("", d.parsing_suffix,
+                                                                                     d.flow_suffix)):
         real = (root / sub).resolve()
         if out == real or real in out.parents or out in real.parents or out == root:
             raise ConfigError(f"--out {out} is (inside) the dataset folder {real}: refusing to write there")
+
+
+def complete(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether `path` is a complete image of `shape` (H, W, 3): what --skip-existing may keep."""
+    try:
+        return read_image(path).shape == shape
+    except ImageReadError:
+        return False
 
 
 @torch.no_grad()
@@ -67,31 +82,41 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt = ck.load_checkpoint(ckpt_path)
     ck.check_compatible(ckpt, cfg, ckpt_path)
 
+    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"test-{ckpt['step']:08d}"
+    out = out.resolve()
+    refuse_dataset_folder(out, cfg)
+    h, w = cfg.data.image_size
+    # each requested output folder and the (H, W, 3) shape of its pictures (a grid has 5 columns, 2 px gaps)
+    outputs = {"images": (h, w, 3)}
+    if args.grids:
+        outputs["grids"] = (h, 5 * w + 4 * 2, 3)
+    if args.parsing:
+        outputs["parsing"] = (h, w, 3)
+    for sub in outputs:
+        ensure_writable_folder(out / sub)
+        removed = remove_orphans(out / sub)
+        if removed:
+            print(f"note: removed {removed} temporary files left in {out / sub} by an interrupted run")
+    images_dir = out / "images"
+
     pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
 
     pairs = str(Path(args.pairs).resolve()) if args.pairs else None
     dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs)
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
-    out = Path(args.out) if args.out else ckpt_path.parent.parent / f"test-{ckpt['step']:08d}"
-    out = out.resolve()
-    refuse_dataset_folder(out, cfg)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    if args.grids:
-        (out / "grids").mkdir(exist_ok=True)
-    if args.parsing:
-        (out / "parsing").mkdir(exist_ok=True)
+    wanted = len(indices)
     if args.skip_existing:
-        names = dataset.pairs if hasattr(dataset, "pairs") else None
-        if names is not None:
-            indices = [i for i in indices if not (images_dir / generated_image_name(*names[i])).is_file()]
+        names = [generated_image_name(*dataset.pairs[i]) for i in indices]
+        indices = [i for i, name in zip(indices, names)
+                   if not all(complete(out / sub / name, shape) for sub, shape in outputs.items())]
     subset = torch.utils.data.Subset(dataset, indices)
     loader = build_loader(subset, args.batch_size or cfg.test.batch_size,
                           cfg.data.num_workers if args.workers is None else args.workers,
                           pin_memory=device.type == "cuda")
+    done = 0
     for batch in tqdm(loader, desc="test", dynamic_ncols=True):
         batch = to_device(batch, device, channels_last=False)
-        rendered = pipe.render(batch)
+        rendered = pipe.render(batch)  # adds the pose maps to the batch when the loader shipped keypoints
         logits = rendered.logits
         generated = to_uint8(rendered.image)
         grid_cols = None
@@ -101,12 +126,14 @@ def main(argv: list[str] | None = None) -> Path:
         colour_parsing = parsing_picture(logits) if args.parsing else None
         for i, (src_name, tgt_name) in enumerate(zip(batch["src_name"], batch["tgt_name"])):
             name = generated_image_name(src_name, tgt_name)
-            cv2.imwrite(str(images_dir / name), generated[i][..., ::-1])
+            write_image(images_dir / name, generated[i])
             if grid_cols is not None:
-                cv2.imwrite(str(out / "grids" / name), comparison_grid([c[i : i + 1] for c in grid_cols])[..., ::-1])
+                write_image(out / "grids" / name, comparison_grid([c[i : i + 1] for c in grid_cols]))
             if colour_parsing is not None:
-                cv2.imwrite(str(out / "parsing" / name), colour_parsing[i][..., ::-1])
-    print(f"wrote {len(indices)} images to {images_dir}")
+                write_image(out / "parsing" / name, colour_parsing[i])
+            done += 1  # every write above raised if it failed: this counts complete pairs only
+    kept = wanted - len(indices)
+    print(f"wrote {done} images to {images_dir}" + (f" ({kept} complete ones kept)" if kept else ""))
     return images_dir
 
 

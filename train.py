@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -35,7 +35,8 @@ from utils.cli import run_main
 from utils.config import Config, ConfigError, load_config, save_config
 from utils.distributed import DistInfo, ShardedEpochSampler, cleanup, setup
 from utils.host_memory import keep_freed_memory
-from utils.run import RunLogger, new_run_folder
+from utils.io import ensure_writable_folder, write_image
+from utils.run import RunLock, RunLogger, new_run_folder
 from utils.training import TermWindow, budget_spent, nonfinite_terms, resolve_resume, to_device, write_checkpoint
 
 # --------------------------------------------------------------------------------------------- main
@@ -90,17 +91,22 @@ def main(argv: list[str] | None = None) -> None:
         box = [str(run) if run is not None else None]
         dist.broadcast_object_list(box, src=0)
         run = Path(box[0])
-    if info.is_main:
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run / "images").mkdir(exist_ok=True)
-        save_config(cfg, run / "config.yaml")
-    log = RunLogger(run, enabled=info.is_main)
-    log.text(f"{'resuming from ' + str(resume_from) if ckpt else 'new run'}: {' '.join(sys.argv)}")
-    try:
-        train(cfg, info, run, log, stage, train_set, test_set, ckpt)
-    finally:
-        log.close()
-        cleanup()
+    # one run per folder (rank 0 holds the lock; the other ranks write nothing), then the folder is checked
+    with RunLock(run) if info.is_main else nullcontext():
+        if info.is_main:
+            for sub in ("checkpoints", "images"):
+                ensure_writable_folder(run / sub, "run folder")
+            removed = ck.remove_orphans(run / "checkpoints")
+            if removed:
+                print(f"note: removed {removed} temporary checkpoint files left by an interrupted save")
+            save_config(cfg, run / "config.yaml")
+        log = RunLogger(run, enabled=info.is_main)
+        log.text(f"{'resuming from ' + str(resume_from) if ckpt else 'new run'}: {' '.join(sys.argv)}")
+        try:
+            train(cfg, info, run, log, stage, train_set, test_set, ckpt)
+        finally:
+            log.close()
+            cleanup()
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -188,9 +194,7 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
                     val[0] = values.get("val/recon", 0.0)
                     if sample is not None:
                         picture = grid_picture(sample)
-                        path = run / "images" / f"step-{step:08d}.png"
-                        if not cv2.imwrite(str(path), picture[..., ::-1]):
-                            raise OSError(f"cannot write the validation grid {path}")
+                        write_image(run / "images" / f"step-{step:08d}.png", picture)
                         log.image(step, "val/source|pose|parsing|generated|target", picture.transpose(2, 0, 1))
                 if info.enabled:
                     dist.broadcast(val, src=0)
@@ -198,6 +202,7 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
 
             # ---- checkpoint
             if (step % t.ckpt_every == 0 or done) and info.is_main:
+                refuse_nonfinite_weights(stage, step)  # a checkpoint is never poisoned: the last one stays good
                 write_checkpoint(run, cfg, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch},
                                  "max_minutes reached" if out_of_time and step < t.max_steps else "periodic",
                                  stage.state(), log)
@@ -207,6 +212,17 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
             epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
     log.text(f"finished at step {step} after {(time.time() - start_time) / 60:.1f} min")
+
+
+def refuse_nonfinite_weights(stage: Stage, step: int) -> None:
+    """Stop before a checkpoint would save NaN/inf weights or batch-norm statistics (one wait for the device per
+    checkpoint): the newest checkpoint on disk is then always one to resume from."""
+    bad = [f"{name}.{key}" for name, state in stage.state()["models"].items() for key, value in state.items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise FloatingPointError(f"non-finite weights at step {step} ({', '.join(bad[:5])}"
+                                 f"{', ...' if len(bad) > 5 else ''}); not checkpointed, the last checkpoint is "
+                                 "intact. Check the inputs of the last steps or lower the learning rate.")
 
 
 def grid_picture(sample: dict, rows: int = 4) -> np.ndarray:

@@ -9,6 +9,10 @@ PATN/GFLA release of DeepFashion and Market-1501 spells them:
 
 Coordinates are (y, x) in the image frame, -1 for a missing joint. Reading tolerates optional spaces and
 Windows line ends; any malformed line is an AnnotationError naming the file and the line number.
+
+Range (DESIGN.md section 3, keypoint validity): a present joint may lie outside the frame only within a
+margin, a fraction of the image side beyond each border (default 0.5: limbs cut by the crop); beyond it, or a
+NaN/inf coordinate, is an AnnotationError naming the file, the line and the joint.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import numpy as np
 
 from data.pose import NUM_JOINTS, is_missing
 from utils.errors import InputError
+from utils.io import write_text
 
 ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
+FRAME_MARGIN = 0.5  # how far (a fraction of the image side) a present joint may lie beyond a border
 PAIRS_HEADER = "from,to"
 
 
@@ -64,10 +70,12 @@ def _parse_list(text: str, path: str | Path, line: int, what: str) -> list[int]:
     return values
 
 
-def read_annotations(path: str | Path, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def read_annotations(path: str | Path, image_size: tuple[int, int] | None = None,
+                     margin: float = FRAME_MARGIN) -> dict[str, np.ndarray]:
     """Keypoint CSV -> {image name: (18,2) int64 array of (y, x)}, in file order.
 
-    With image_size = (H, W), also check that every present joint lies inside the frame (check_range).
+    With image_size = (H, W), also check that every present joint lies in the frame grown by `margin` times
+    the image side beyond each border (check_range).
     """
     lines = _lines(path)
     _check_header(path, lines, ANNOTATION_HEADER)
@@ -92,28 +100,35 @@ def read_annotations(path: str | Path, image_size: tuple[int, int] | None = None
         keypoints[name] = np.stack([ys, xs], axis=1).astype(np.int64)  # (18,2)
         line_of[name] = number
     if image_size is not None:
-        check_range(keypoints, image_size[0], image_size[1], path, lines=line_of)
+        check_range(keypoints, image_size[0], image_size[1], path, lines=line_of, margin=margin)
     return keypoints
 
 
 def check_range(keypoints: Mapping[str, np.ndarray], height: int, width: int, path: str | Path,
-                lines: Mapping[str, int] | None = None) -> None:
-    """Raise AnnotationError naming the file, line (when known) and image for the first present joint
-    (neither coordinate -1) outside the (height, width) frame."""
+                lines: Mapping[str, int] | None = None, margin: float = FRAME_MARGIN) -> None:
+    """Raise AnnotationError naming the file, line (when known), image and joint for the first present joint
+    (neither coordinate -1) that is NaN/inf or lies beyond the (height, width) frame by more than `margin`
+    times the side: y must lie in [-margin * H, H - 1 + margin * H], x likewise with W."""
     if not keypoints:
         return
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
     names = list(keypoints)
-    kp = np.stack([np.asarray(keypoints[n]) for n in names])  # (N,18,2)
-    bounds = np.array([height, width])
-    outside = ~is_missing(kp)[..., None] & ((kp < 0) | (kp >= bounds))  # (N,18,2)
-    if not outside.any():
+    kp = np.stack([np.asarray(keypoints[n]) for n in names]).astype(np.float64)  # (N,18,2)
+    sides = np.array([height, width], dtype=np.float64)
+    low, high = -margin * sides, sides - 1 + margin * sides  # (2,) each
+    with np.errstate(invalid="ignore"):  # NaN compares False; caught by ~isfinite
+        bad = ~is_missing(kp)[..., None] & (~np.isfinite(kp) | (kp < low) | (kp > high))  # (N,18,2)
+    if not bad.any():
         return
-    i, joint, axis = (int(v) for v in np.argwhere(outside)[0])
+    i, joint, axis = (int(v) for v in np.argwhere(bad)[0])
     name = names[i]
     where = f"{path}:{lines[name]}" if lines is not None and name in lines else str(path)
-    coord = "y" if axis == 0 else "x"
-    raise AnnotationError(f"{where}: {name!r} joint {joint} has {coord} = {int(kp[i, joint, axis])}, outside the "
-                          f"{height}x{width} frame (0..{bounds[axis] - 1}, or -1 for a missing joint)")
+    coord, value = "y" if axis == 0 else "x", kp[i, joint, axis]
+    shown = f"{value:g}" if np.isfinite(value) else str(value)
+    raise AnnotationError(f"{where}: {name!r} joint {joint} has {coord} = {shown}, outside the {height}x{width} "
+                          f"frame by more than the margin ({coord} in {low[axis]:g}..{high[axis]:g} allowed, "
+                          f"{margin:g} of the side beyond each border; -1 marks a missing joint)")
 
 
 def _format_list(values: Iterable[int]) -> str:
@@ -132,7 +147,7 @@ def write_annotations(path: str | Path, keypoints: Mapping[str, np.ndarray]) -> 
         if ":" in name or "\n" in name:
             raise ValueError(f"image name {name!r} may not contain ':' or a line break")
         rows.append(f"{name}: {_format_list(kp[:, 0])}: {_format_list(kp[:, 1])}")
-    Path(path).write_text("\n".join(rows) + "\n", newline="\n")
+    write_text(path, "\n".join(rows) + "\n")
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
@@ -160,4 +175,4 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
             if "," in name or "\n" in name or not name:
                 raise ValueError(f"image name {name!r} may not be empty or contain ',' or a line break")
         rows.append(f"{src},{tgt}")
-    Path(path).write_text("\n".join(rows) + "\n", newline="\n")
+    write_text(path, "\n".join(rows) + "\n")

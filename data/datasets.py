@@ -8,12 +8,18 @@ pairs CSV, with images, keypoints, pose maps, one-hot parsing and, optionally, f
     root/<flow_dir>/<from-stem>___<to-stem>.npz        optional: flow (2,H,W) float16, vis (H,W) uint8
 
 Every file the pairs need is checked at construction, and all missing ones are reported in one error, so a
-broken download fails in seconds rather than hours into a run.
+broken download fails in seconds rather than hours into a run. The keypoints are checked there too (DESIGN.md
+section 3, keypoint validity): every present joint within `keypoint_margin` of the frame (an error naming the
+file, line and joint otherwise), and every source and target a usable pose (at least 4 present joints and a
+torso): pairs with an unusable pose are refused, naming them, or dropped with invalid_poses="skip".
+While loading, a truncated image (no JPEG end marker / PNG IEND chunk) and a non-finite flow value are
+DatasetErrors naming the file (and the array).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +28,13 @@ import cv2
 import numpy as np
 import torch
 
-from data.annotations import read_annotations, read_pairs
+from data.annotations import FRAME_MARGIN, read_annotations, read_pairs
 from data.parsing import FLIP_LABELS, NUM_CIHP, check_merge, one_hot
-from data.pose import FLIP_JOINTS, is_missing
+from data.pose import FLIP_JOINTS, is_missing, pose_problems
 from data.pose import encode_pose as encode_pose_maps
 from data.visual import from_uint8
 from utils.errors import InputError
+from utils.io import ImageReadError, read_image
 
 # Each DataLoader worker decodes one image at a time; cv2's own thread pool on top of the workers would
 # oversubscribe the cores. Set at import, so the main process, forked and spawned workers all inherit it.
@@ -94,12 +101,16 @@ class PairDataset(torch.utils.data.Dataset):
         src_name, tgt_name            str, as in the pairs CSV
 
     hflip_prob mirrors a whole pair (both images, parsing maps, keypoints and the flow) with that probability.
+    keypoint_margin: how far beyond each border (a fraction of the side) a present joint may lie.
+    invalid_poses: "refuse" (a DatasetError naming the pairs whose source or target pose is unusable) or
+    "skip" (drop those pairs, with a note on stderr; `skipped_pairs` lists them).
     """
 
     def __init__(self, root: str | Path, image_dir: str, annotation_file: str, pairs_file: str, parsing_dir: str,
                  image_size: tuple[int, int], flow_dir: str | None = None, label_merge: Sequence[int] | None = None,
                  heatmap: str = "gaussian", sigma: float = 6.0, radius: float = 8.0, kappa: float = -0.1,
-                 encode_pose: bool = True, hflip_prob: float = 0.0, max_pairs: int | None = None):
+                 encode_pose: bool = True, hflip_prob: float = 0.0, max_pairs: int | None = None,
+                 keypoint_margin: float = FRAME_MARGIN, invalid_poses: str = "refuse"):
         super().__init__()
         root = Path(root)
         self.image_dir = root / image_dir  # an absolute argument replaces root
@@ -113,6 +124,8 @@ class PairDataset(torch.utils.data.Dataset):
         self.hflip_prob = hflip_prob
         if heatmap not in ("gaussian", "binary"):
             raise ValueError(f"heatmap must be 'gaussian' or 'binary', got {heatmap!r}")
+        if invalid_poses not in ("refuse", "skip"):
+            raise ValueError(f"invalid_poses must be 'refuse' or 'skip', got {invalid_poses!r}")
 
         merge = check_merge(label_merge)  # (20,) CIHP id -> merged id
         self.num_classes = int(merge.max()) + 1
@@ -129,8 +142,9 @@ class PairDataset(torch.utils.data.Dataset):
         self.pairs: list[tuple[str, str]] = pairs
 
         annotation_path = root / annotation_file
-        annotations = read_annotations(annotation_path)
+        annotations = read_annotations(annotation_path, self.image_size, margin=keypoint_margin)
         self._check_files(annotation_path, annotations)
+        self.skipped_pairs = self._check_poses(annotation_path, annotations, invalid_poses == "skip")
         names = list(dict.fromkeys(name for pair in pairs for name in pair))
         # one (N,18,2) array and an index instead of N small arrays: fewer Python objects for the
         # copy-on-write pages of forked workers to duplicate
@@ -152,6 +166,28 @@ class PairDataset(torch.utils.data.Dataset):
         problems = [p for p in problems if p]
         if problems:
             raise DatasetError(f"the {len(self.pairs)} pairs need files that are missing:\n" + "\n".join(problems))
+
+    def _check_poses(self, annotation_path: Path, annotations: dict[str, np.ndarray],
+                     skip: bool) -> list[tuple[str, str]]:
+        """Refuse (or, with skip, drop and return) the pairs whose source or target pose is unusable."""
+        names = list(dict.fromkeys(name for pair in self.pairs for name in pair))
+        problem = dict(zip(names, pose_problems(np.stack([annotations[n] for n in names]))))
+        bad = [(s, t) for s, t in self.pairs if problem[s] or problem[t]]
+        if not bad:
+            return []
+        if skip:
+            self.pairs = [p for p in self.pairs if not (problem[p[0]] or problem[p[1]])]
+            if not self.pairs:
+                raise DatasetError(f"every one of the {len(bad)} pairs has an unusable pose in {annotation_path}")
+            print(f"note: skipped {len(bad)} of {len(bad) + len(self.pairs)} pairs with an unusable source or target "
+                  f"pose in {annotation_path}", file=sys.stderr)
+            return bad
+        lines = [f"  {s} -> {t}: " + "; ".join(f"{role} {n!r}: {problem[n]}" for role, n in (("source", s),
+                 ("target", t)) if problem[n]) for s, t in bad[:SHOW_MISSING]]
+        more = f"\n  ... and {len(bad) - SHOW_MISSING} more" if len(bad) > SHOW_MISSING else ""
+        raise DatasetError(f"{len(bad)} of {len(self.pairs)} pairs have an unusable pose in {annotation_path} "
+                           "(at least 4 present joints and a torso are needed; or skip such pairs):\n"
+                           + "\n".join(lines) + more)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -188,12 +224,17 @@ class PairDataset(torch.utils.data.Dataset):
             h, w = self.image_size
             raise DatasetError(f"{path}: {what} is {shape[0]}x{shape[1]} (HxW), expected {h}x{w} (data.image_size)")
 
+    @staticmethod
+    def _read(path: Path, flags: int) -> np.ndarray:
+        try:
+            return read_image(path, flags)
+        except ImageReadError as err:
+            raise DatasetError(str(err)) from err
+
     def _image(self, name: str, flip: bool) -> torch.Tensor:
         """(3,H,W) float32 RGB in [-1, 1]."""
         path = self.image_dir / name
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H,W,3) uint8 BGR, None when unreadable
-        if image is None:
-            raise DatasetError(f"{path}: cannot read the image (missing, unreadable or corrupt file)")
+        image = self._read(path, cv2.IMREAD_COLOR)  # (H,W,3) uint8 BGR
         self._check_size(path, image.shape, "image")
         if flip:
             image = cv2.flip(image, 1)
@@ -202,9 +243,7 @@ class PairDataset(torch.utils.data.Dataset):
     def _parsing(self, name: str, flip: bool) -> torch.Tensor:
         """(K,H,W) float32 one-hot of the merged labels."""
         path = self.parsing_dir / (stem(name) + ".png")
-        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (H,W) uint8
-        if labels is None:
-            raise DatasetError(f"{path}: cannot read the parsing map (missing, unreadable or corrupt file)")
+        labels = self._read(path, cv2.IMREAD_UNCHANGED)  # (H,W) uint8
         if labels.ndim != 2:
             raise DatasetError(f"{path}: parsing map must be a single-channel label PNG, got shape {labels.shape}")
         self._check_size(path, labels.shape, "parsing map")
@@ -228,6 +267,10 @@ class PairDataset(torch.utils.data.Dataset):
         h, w = self.image_size
         if flow.shape != (2, h, w) or vis.shape != (h, w):
             raise DatasetError(f"{path}: flow {flow.shape} / vis {vis.shape}, expected (2, {h}, {w}) / ({h}, {w})")
+        finite = np.isfinite(flow)
+        if not finite.all():
+            raise DatasetError(f"{path}: key 'flow' holds {int(finite.size - finite.sum())} non-finite values (NaN "
+                               "or inf); regenerate this flow file")
         if vis.size and int(vis.max()) > 2:
             raise DatasetError(f"{path}: vis label {int(vis.max())} is not 0 visible / 1 invisible / 2 background")
         if flip:

@@ -31,6 +31,8 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
         kappa=cfg.pose.kappa,
         encode_pose=not (cfg.pose.encode_on_device or cfg.pose.learnable_kappa),
         hflip_prob=d.hflip_prob if augment else 0.0,
+        keypoint_margin=d.keypoint_margin,
+        invalid_poses=d.invalid_poses,
         max_pairs=max_pairs if max_pairs is not None else (d.max_train_pairs if split == "train" else d.max_test_pairs),
     )
 

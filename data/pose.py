@@ -24,6 +24,22 @@ LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10)
 # joint index of the mirror-image joint: what a horizontal flip turns each joint into
 FLIP_JOINTS = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
 
+# DESIGN.md section 3, keypoint validity: a usable pose has at least 4 present joints and a torso
+MIN_PRESENT_JOINTS = 4
+NECK = 1
+HIPS = (8, 11)
+
+
+def pose_problems(keypoints: np.ndarray) -> list[str | None]:
+    """(N,18,2) keypoints -> per pose None when usable, else why not: fewer than MIN_PRESENT_JOINTS present
+    joints, or no torso (the neck and at least one hip)."""
+    present = ~is_missing(np.asarray(keypoints))  # (N,18)
+    count = present.sum(axis=1)  # (N,)
+    torso = present[:, NECK] & present[:, list(HIPS)].any(axis=1)  # (N,)
+    return [f"{c} present joints ({MIN_PRESENT_JOINTS} needed)" if c < MIN_PRESENT_JOINTS
+            else None if t else "no torso (the neck and a hip)" for c, t in zip(count.tolist(), torso.tolist())]
+
+
 # Siarohin et al.'s produce_ma_mask limb list (1-based there), with the face, shoulder-ear and hip cross links
 MASK_LIMBS = tuple((f - 1, t - 1) for f, t in (
     (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13), (13, 14),

@@ -121,6 +121,8 @@ def pair_list_keypoints(data: list, origin: str) -> np.ndarray:
         if (not isinstance(pair, list) or len(pair) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)):
             raise PoseError(f"pose {origin}: joint {j} is {pair!r}; expected a [y, x] pair of numbers or null")
+        if not np.isfinite(pair).all():  # JSON readers accept NaN and Infinity
+            raise PoseError(f"pose {origin}: joint {j} is {pair!r}; coordinates must be finite (null = missing)")
         keypoints[j] = pair
     return keypoints
 
@@ -198,7 +200,12 @@ def read_source_pose(spec: str, source_image: Path) -> tuple[str, np.ndarray]:
 
 
 def check_pose(keypoints: np.ndarray, name: str, height: int, width: int) -> None:
-    """Refuse a pose the networks cannot place: fewer than 4 joints in the frame, or no torso."""
+    """Refuse a pose the networks cannot place: a NaN/inf coordinate, fewer than 4 joints in the frame, or no
+    torso."""
+    bad = np.flatnonzero(~np.isfinite(keypoints).all(axis=1))
+    if bad.size:
+        j = int(bad[0])
+        raise PoseError(f"pose {name}: joint {j} is {keypoints[j].tolist()}; coordinates must be finite")
     y, x = keypoints[:, 0], keypoints[:, 1]
     # pixel i covers [i - 0.5, i + 0.5): a joint is in the frame when it lies on one of its pixels
     inside = ~is_missing(keypoints) & (y >= -0.5) & (y < height - 0.5) & (x >= -0.5) & (x < width - 0.5)

@@ -26,12 +26,14 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
 from data.annotations import write_annotations, write_pairs
 from data.parsing import CIHP_LABELS
+from utils.io import atomic_write, ensure_writable_folder, write_image
 
 # CIHP label ids of the classes the renderer paints; left/right are the person's sides, as the joints'.
 HAIR, UPPER_CLOTHES, PANTS, SKIRT, FACE = (CIHP_LABELS.index(n) for n in ("hair", "upper-clothes", "pants", "skirt",
@@ -632,13 +634,16 @@ def correspondence(src: Rendering, tgt: Rendering) -> tuple[np.ndarray, np.ndarr
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """np.savez_compressed with fixed zip timestamps, so that the same arrays give byte-identical files."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue(), compresslevel=1)
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            for key, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, buf.getvalue(), compresslevel=1)
+
+    atomic_write(path, write, fsync=False)  # generated data: thousands of files, regenerated if a run is cut
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -675,9 +680,8 @@ def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str
     names, renders = render_identity(STYLES[style_name], seed, identity, n_poses)
     stems = [Path(n).stem for n in names]
     for name, stem, r in zip(names, stems, renders):
-        cv2.imwrite(str(root / split / name), cv2.cvtColor(r.image, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        cv2.imwrite(str(root / f"{split}_parsing" / f"{stem}.png"), r.labels)
+        write_image(root / split / name, r.image, params=[cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        write_image(root / f"{split}_parsing" / f"{stem}.png", r.labels, rgb=False)
     for i, src in enumerate(renders):
         for j, tgt in enumerate(renders):
             if i != j:
@@ -705,7 +709,7 @@ def generate_dataset(out: str | Path, style: str = "deepfashion", identities: in
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     started = time.time()
-    st, root = STYLES[style], Path(out)
+    st, root = STYLES[style], ensure_writable_folder(Path(out), "dataset folder")
     for split in ("train", "test"):
         for suffix in ("", "_parsing", "_flow"):
             (root / f"{split}{suffix}").mkdir(parents=True, exist_ok=True)

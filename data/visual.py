@@ -13,19 +13,13 @@ import numpy as np
 import torch
 
 from data.parsing import colorize
-from utils.errors import InputError
-
-
-class ImageError(InputError):
-    """An image file that cannot be read; the message names it."""
+from utils.io import read_image as read_bgr
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(h,w,3) uint8 RGB from an image file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"image {path}: not found or not a readable image")
-    return image[..., ::-1].copy()
+    """(h,w,3) uint8 RGB of a complete image file (utils.io.read_image: a missing, truncated or corrupt file is
+    an ImageReadError naming it)."""
+    return read_bgr(path, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
 def from_uint8(image: np.ndarray | torch.Tensor) -> torch.Tensor:

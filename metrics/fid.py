@@ -35,6 +35,7 @@ from pytorch_fid import inception as pf_inception
 from scipy import linalg
 from torch import nn
 
+from utils.io import ImageReadError, atomic_path, read_image
 from utils.weights import load_state_dict, weights_info
 
 PROTOCOLS = ("posetransfer", "standard")
@@ -206,12 +207,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H,W,3) uint8 RGB; ValueError naming the file when unreadable or not of `size` (H, W)."""
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot be read as an image")
+    """(H,W,3) uint8 RGB; ImageReadError (a ValueError) naming the file when unreadable, truncated or not of
+    `size` (H, W)."""
+    image = read_image(path, cv2.IMREAD_COLOR)
     if size is not None and image.shape[:2] != tuple(size):
-        raise ValueError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW), expected {size[0]}x{size[1]}")
+        raise ImageReadError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW), expected {size[0]}x{size[1]}")
     return np.ascontiguousarray(image[..., ::-1])
 
 
@@ -283,9 +283,8 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     mu, sigma = moments.statistics()
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
         info = json.dumps({"folder": str(folder), "identity": extractor.identity, "count": moments.n})
-        np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)
-        os.replace(tmp, cache_file)  # atomic: a killed run never leaves a half-written cache
+        with atomic_path(cache_file) as tmp:  # a killed run never leaves a half-written cache
+            np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)
     return RealStatistics(mu, sigma, moments.n, str(folder), cache_file, False)
 

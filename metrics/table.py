@@ -9,12 +9,12 @@ and in "labels"; they only show that the pipeline runs and are not comparable to
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from utils.io import write_csv, write_json
 
 METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh")
 LABELS = {"ssim": "SSIM", "mssim": "Mask-SSIM", "fid": "FID", "lpips": "LPIPS", "mlpips": "Mask-LPIPS",
@@ -105,16 +105,10 @@ def write_outputs(out_dir: str | Path, results: Sequence[MetricResult], info: Ma
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "per_image": out / "per_image.csv"}
-    paths["json"].write_text(json.dumps(_json_safe(metrics_json(results, info)), indent=2) + "\n")
+    write_json(paths["json"], _json_safe(metrics_json(results, info)))
     common = {"images": info.get("images"), "weights": info.get("weights"), "fid_protocol": info.get("fid_protocol")}
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["metric", "label", "value", "count", "protocol", *common])
-        for r in results:
-            writer.writerow([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()])
-    with paths["per_image"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*per_image_columns, *common])
-        writer.writeheader()
-        for row in per_image:
-            writer.writerow({**{k: row.get(k, "") for k in per_image_columns}, **common})
+    write_csv(paths["csv"], ["metric", "label", "value", "count", "protocol", *common],
+              ([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()] for r in results))
+    write_csv(paths["per_image"], [*per_image_columns, *common],
+              ([*(row.get(k, "") for k in per_image_columns), *common.values()] for row in per_image))
     return paths

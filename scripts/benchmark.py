@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import resource
@@ -76,6 +75,7 @@ from utils import checkpoint as ck  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 from utils.host_memory import keep_freed_memory  # noqa: E402
+from utils.io import write_json  # noqa: E402
 from utils.training import autocast, to_device  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "fp16", "compile")
@@ -844,7 +844,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
             print(f"| {e['op']} | {e['calls']} | {e['self_ms']:.1f} ms |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return report
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.annotations import read_annotations, write_pairs  # noqa: E402
 from data.pose import NUM_JOINTS, is_missing  # noqa: E402
 from utils.errors import InputError  # noqa: E402
+from utils.io import ensure_writable_folder, write_text  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 MARKET_NAME = re.compile(r"^(-?\d+)_c\d+s\d+_\d+_\d+$")  # stem of <id>_c<cam>s<seq>_<frame>_<box>
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_pairs_per_person is not None and args.max_pairs_per_person < 1:
         p.error(f"--max-pairs-per-person must be >= 1, got {args.max_pairs_per_person}")
 
+    ensure_writable_folder(args.out_dir)
     keypoints = read_annotations(args.annotations) if args.annotations is not None else None
     names = list_images(args.images) if args.images is not None else sorted(keypoints)
     if not names:
@@ -173,11 +175,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Separate streams: changing --max-pairs-per-person must not change which persons are in the test set.
     split_rng, pair_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(2))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.test_fraction is not None:
         test_ids = split_persons(list(groups), args.test_fraction, split_rng)
         split_path = args.out_dir / f"{args.prefix}-test-persons.txt"
-        split_path.write_text("".join(pid + "\n" for pid in sorted(test_ids)))
+        write_text(split_path, "".join(pid + "\n" for pid in sorted(test_ids)))
         print(f"{split_path}: {len(test_ids)} test persons")
         subsets = {"train": [q for q in groups if q not in test_ids], "test": [q for q in groups if q in test_ids]}
     elif args.split_file is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.synthetic import STYLES, generate_dataset  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.parsing import CIHP_LABELS, PRESET_MERGES, merge_labels  # noqa: E402
 from utils.errors import InputError  # noqa: E402
+from utils.io import ensure_writable_folder, write_image  # noqa: E402
 
 NUM_CIHP_LABELS = len(CIHP_LABELS)
 VIS_SUFFIX = "_vis.png"  # PGN's coloured visualisation, written next to each label map
@@ -100,12 +101,12 @@ def merge_folder(src: Path, dst: Path, merge: list[int], resize: tuple[int, int]
     paths = [p for p in sorted(src.glob("*.png")) if not p.name.endswith(VIS_SUFFIX)]
     if not paths:
         raise ParsingError(f"{src}: no label .png files (besides *{VIS_SUFFIX} visualisations)")
-    dst.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(dst)
     for path in paths:
         labels = np.asarray(merge_labels(read_labels(path), merge), dtype=np.uint8)
         if resize is not None:
             labels = resize_nearest(labels, resize)
-        Image.fromarray(labels).save(dst / path.name)
+        write_image(dst / path.name, labels, rgb=False)
     return len(paths)
 
 

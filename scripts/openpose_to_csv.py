@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.annotations import write_annotations  # noqa: E402
 from data.pose import NUM_JOINTS  # noqa: E402
 from data.pose_files import OpenPoseError, read_openpose_json, select_person  # noqa: E402
+from utils.io import ensure_writable_folder  # noqa: E402
 
 JSON_SUFFIX = "_keypoints.json"
 
@@ -128,10 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and min(value) <= 0:
             p.error(f"{flag} must be positive, got {value}")
 
+    ensure_writable_folder(args.out.parent)
     rows, empty = convert(args.json_dirs, args.format, args.min_confidence,
                           tuple(args.src_size) if args.src_size else None, args.images,
                           tuple(args.dst_size) if args.dst_size else None, args.image_ext)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_annotations(args.out, rows)
     visible = sum(int((kp[:, 0] != -1).sum()) for kp in rows.values())
     print(f"{args.out}: {len(rows)} images, {visible / max(len(rows), 1):.1f} visible joints per image, "

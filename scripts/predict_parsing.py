@@ -19,11 +19,9 @@ predicted class. Any other merge is refused (key data.label_merge).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -33,11 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 from data.annotations import read_annotations  # noqa: E402
 from data.parsing import NUM_CIHP, label_merge  # noqa: E402
-from data.visual import ImageError, from_uint8, read_image  # noqa: E402
+from data.visual import from_uint8, read_image  # noqa: E402
 from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
+from utils.io import (  # noqa: E402
+    ImageReadError,  # noqa: E402
+    ensure_writable_folder,
+    write_image,
+)
 
 
 def check_spatn_star(ckpt: dict, spatn_cfg: Config, cfg: Config, path: Path) -> None:
@@ -84,18 +87,10 @@ class AnnotatedImages(torch.utils.data.Dataset):
         path = self.image_dir / name
         image = read_image(path)
         if image.shape[:2] != self.size:
-            raise ImageError(f"image {path}: {image.shape[0]}x{image.shape[1]}, but data.image_size is "
+            raise ImageReadError(f"image {path}: {image.shape[0]}x{image.shape[1]}, but data.image_size is "
                                  f"{self.size[0]}x{self.size[1]}")
         return {"image": from_uint8(image), "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
                 "index": index}
-
-
-def write_labels(labels: np.ndarray, path: Path) -> None:
-    """PNG via a temporary file and a rename: an interrupted run never leaves a truncated map to be skipped."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    if not cv2.imwrite(str(tmp), labels):
-        raise OSError(f"cannot write {tmp}")
-    os.replace(tmp, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "test") if args.split == "both" else (args.split,):
         image_dir = d.train_dir if split == "train" else d.test_dir
         annotation = root / (d.annotation_train if split == "train" else d.annotation_test)
-        keypoints = read_annotations(annotation)
+        keypoints = read_annotations(annotation, tuple(d.image_size))
         out_dir = root / (image_dir + d.parsing_suffix)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(out_dir)
         items = [(name, kp) for name, kp in keypoints.items()
                  if args.overwrite or not (out_dir / f"{Path(name).stem}.png").is_file()]
         print(f"{split}: {len(keypoints)} images in {annotation.name}, {len(items)} to parse into {out_dir}")
@@ -143,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             pose = pose_encoder(batch["keypoints"].to(device))  # (B,30,H,W)
             labels = to_cihp[predict_own_parsing(spatn, batch["image"].to(device), pose)]  # (B,H,W) CIHP ids
             for index, lab in zip(batch["index"].tolist(), labels.cpu().numpy()):
-                write_labels(lab, out_dir / f"{Path(items[index][0]).stem}.png")
+                # atomic: an interrupted run never leaves a truncated map that a rerun would skip
+                write_image(out_dir / f"{Path(items[index][0]).stem}.png", lab.astype(np.uint8), rgb=False)
                 written += 1
     print(f"wrote {written} parsing maps")
     return written

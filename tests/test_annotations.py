@@ -134,16 +134,39 @@ def test_range_check_names_file_line_and_image(tmp_path):
     outside = inside.copy()
     outside[4] = (99, 176)  # x = W: just outside a 256x176 frame
     write_annotations(path, {"ok.jpg": inside, "bad.jpg": outside})
-    assert list(read_annotations(path, image_size=(256, 177))) == ["ok.jpg", "bad.jpg"]  # (-1, -1) is fine
+    assert list(read_annotations(path, image_size=(256, 177), margin=0)) == ["ok.jpg", "bad.jpg"]  # (-1, -1) fine
     with pytest.raises(AnnotationError, match=re.escape(f"{path}:3:") + " 'bad.jpg' joint 4 has x = 176"):
-        read_annotations(path, image_size=(256, 176))
+        read_annotations(path, image_size=(256, 176), margin=0)
     negative = inside.copy()
     negative[0] = (-3, 10)
     with pytest.raises(AnnotationError, match="'neg.jpg' joint 0 has y = -3"):
-        check_range({"neg.jpg": negative}, 256, 176, path)
-    check_range({"ok.jpg": inside}, 239, 121, path)
+        check_range({"neg.jpg": negative}, 256, 176, path, margin=0)
+    check_range({"ok.jpg": inside}, 239, 121, path, margin=0)
     with pytest.raises(AnnotationError, match="has y = 238"):
-        check_range({"ok.jpg": inside}, 238, 121, path)
+        check_range({"ok.jpg": inside}, 238, 121, path, margin=0)
+
+
+@pytest.mark.parametrize(("axis", "side"), [(0, 256), (1, 176)])
+def test_range_margin_is_half_the_side_beyond_each_border(tmp_path, axis, side):
+    """DESIGN.md section 3: a present joint may lie beyond a border by up to half the image side (by default)."""
+    inside = np.stack([YS, XS], axis=1)
+    low, high = -side // 2, side - 1 + side // 2  # the outermost allowed integer coordinates, by hand
+    for value, ok in ((low, True), (low - 1, False), (high, True), (high + 1, False), (5000, False)):
+        kp = inside.copy()
+        kp[6, axis] = value
+        if ok:
+            check_range({"a.jpg": kp}, 256, 176, tmp_path / "ann.csv")
+        else:
+            with pytest.raises(AnnotationError, match=f"'a.jpg' joint 6 has {'yx'[axis]} = {value}, outside"):
+                check_range({"a.jpg": kp}, 256, 176, tmp_path / "ann.csv")
+
+
+def test_range_refuses_nan_and_inf(tmp_path):
+    for value in (np.nan, np.inf, -np.inf):
+        kp = np.stack([YS, XS], axis=1).astype(np.float64)
+        kp[2, 1] = value
+        with pytest.raises(AnnotationError, match=f"'a.jpg' joint 2 has x = {value}"):
+            check_range({"a.jpg": kp}, 256, 176, tmp_path / "ann.csv")
 
 
 def test_writer_rejects_bad_values(tmp_path):

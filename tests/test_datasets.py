@@ -43,7 +43,8 @@ def build(root: Path, names: list[str], pairs: list[tuple[str, str]], seed: int 
         assert cv2.imwrite(str(root / "train_parsing" / (Path(name).stem + ".png")), labels)
         kp = np.stack([rng.integers(0, H, 18), rng.integers(0, W, 18)], axis=1)
         kp[rng.random(18) < 0.25] = -1  # missing joints
-        kp[3] = (-4, W + 2)  # a joint outside the frame
+        kp[3] = (-4, W + 2)  # a joint outside the frame (within the default margin of half the side)
+        kp[[1, 8]] = (H // 2, W // 2)  # a torso (neck and a hip): a usable pose
         kp[7] = (5, -1)  # missing by its x only
         written["images"][name], written["labels"][name], written["keypoints"][name] = rgb, labels, kp
     write_annotations(root / "ann.csv", written["keypoints"])
@@ -154,8 +155,8 @@ def test_bad_files_name_the_file(data):
     cv2.imwrite(str(image), np.zeros((H + 1, W, 3), np.uint8))
     with pytest.raises(DatasetError, match=f"{image}: image is {H + 1}x{W} \\(HxW\\), expected {H}x{W}"):
         ds[0]
-    image.write_bytes(b"\xff\xd8 this is not a JPEG")
-    with pytest.raises(DatasetError, match=f"{image}: cannot read the image"):
+    image.write_bytes(b"this is not a JPEG")
+    with pytest.raises(DatasetError, match=f"{image}: not a readable image"):
         ds[1]
     parsing = root / "train_parsing" / "p1_side.png"
     cv2.imwrite(str(parsing), np.full((H, W), 20, np.uint8))

@@ -171,7 +171,7 @@ def test_wrong_size_and_unreadable_images_name_the_file(fake):
     with pytest.raises(ValueError, match=rf"{name}: image is 60x48 \(HxW\), expected 64x48"):
         run(fake, "--metrics", "ssim")
     (fake["generated"] / name).write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=rf"{name}: cannot be read"):
+    with pytest.raises(ValueError, match=rf"{name}: not a readable image"):
         run(fake, "--metrics", "ssim")
 
 
@@ -265,3 +265,15 @@ def test_command_line_error_exit(fake):
     )
     assert result.returncode == 2
     assert "error: 1 of 5 generated images are missing" in result.stderr
+
+
+def test_an_unwritable_out_folder_fails_before_any_image_is_scored(fake, monkeypatch):
+    blocker = fake["tmp"] / "a-file"
+    blocker.write_text("not a folder")
+    reads = []
+    original = evaluate.PairImages.__getitem__
+    monkeypatch.setattr(evaluate.PairImages, "__getitem__", lambda self, i: reads.append(i) or original(self, i))
+    fake["out"] = blocker / "metrics"
+    with pytest.raises(OSError, match=str(fake["out"])):
+        run(fake, "--metrics", "ssim")
+    assert reads == []  # the write problem is found before the work, not after it

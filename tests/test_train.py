@@ -305,3 +305,24 @@ def test_resume_into_the_other_stage_is_refused_before_writing(dataset, tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error:") and "train.stage=joint checkpoint" in result.stderr
     assert (run / "config.yaml").read_text() == config_before
+
+
+@pytest.mark.slow  # two train.py subprocesses
+def test_a_second_run_on_the_same_folder_is_refused_naming_the_first(dataset, tmp_path):
+    run = tmp_path / "run"
+    common = args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=100000",
+                  "train.ckpt_every=100000", "train.val_every=100000")
+    first = subprocess.Popen([sys.executable, "train.py", *common], cwd=ROOT, env=subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (run / "log.txt").exists() and time.time() < deadline:  # the log starts once the lock is held
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.5)
+        second = run_train(common)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"is in use by PID {first.pid} on host" in second.stderr
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()

@@ -1,13 +1,15 @@
 """Checkpoints: atomic writes, safe loading, and a refusal to load weights into a different architecture.
 
 A checkpoint is a plain dict of tensors, numbers and strings, so `torch.load(weights_only=True)` reads it
-without unpickling arbitrary objects. It is written to a temporary file in the same folder, flushed to
-disk, then renamed over the target: a crash (or SIGKILL) during a save leaves the previous file intact.
+without unpickling arbitrary objects; a file that holds anything else is refused as "not a plain-tensor
+checkpoint". It is written by utils.io.atomic_write (a temporary file in the same folder, fsynced, renamed
+over the target): a crash (or SIGKILL) during a save leaves the previous file intact, and at worst a
+temporary `.step-N.pt.tmp-PID.pt`, which `remove_orphans` deletes at the next start of the run.
 """
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -18,6 +20,8 @@ import torch
 
 from utils.config import Config, architecture_mismatches, to_dict
 from utils.errors import InputError
+from utils.io import atomic_write
+from utils.io import remove_orphans as remove_orphans  # ck.remove_orphans(run / "checkpoints") at a run's start
 
 FORMAT = "spgnet-checkpoint-v1"
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
@@ -34,18 +38,14 @@ def save_checkpoint(path: str | Path, cfg: Config, models: dict[str, dict], step
     atomic_save({"format": FORMAT, "step": step, "config": to_dict(cfg), "models": models, **state}, path)
 
 
+_GLOBAL = re.compile(r"GLOBAL (\S+)")  # torch names the refused class: "... unsupported GLOBAL posix.system ..."
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save through utils.io.atomic_write (fsynced); an OSError naming `path` when it cannot be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -55,7 +55,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError depending on the damage
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise CheckpointError(f"checkpoint {path} is damaged (truncated or corrupt) and cannot be read: "
+                                  f"{type(err).__name__}") from err
+        # torch's message advises weights_only=False, i.e. running whatever the file says: never repeat that
+        found = _GLOBAL.search(str(err))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} is not a plain-tensor checkpoint: it holds pickled Python objects{what}, which are refused "
+            "because unpickling them can run arbitrary code. SPGNet checkpoints hold only tensors, numbers and "
+            "strings; use a checkpoint written by this project's train.py."
+        ) from None
+    except Exception as err:  # torch raises RuntimeError/EOFError depending on the damage
         raise CheckpointError(
             f"checkpoint {path} is damaged (truncated or corrupt) and cannot be read: {err}. "
             f"Earlier checkpoints of the run, if any, are in {path.parent}."
@@ -89,9 +101,13 @@ def checkpoint_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"step-{step:08d}.pt"
 
 
-def prune(folder: str | Path, keep: int) -> None:
+def prune(folder: str | Path, keep: int, protect: str | Path | None = None) -> None:
+    """Delete all but the newest `keep` step checkpoints (keep <= 0: delete none), never `protect` (the newest
+    checkpoint known to hold finite weights, which may be older than the kept ones)."""
+    protected = Path(protect).resolve() if protect is not None else None
     for old in step_checkpoints(folder)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+        if protected is None or old.resolve() != protected:
+            old.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ random number generators

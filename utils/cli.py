@@ -7,11 +7,16 @@ Known errors are the project's `InputError`s (their messages name the file, line
 file, a read-only folder, a full disk: the message names the path) and `FloatingPointError` (a run stopped on a
 non-finite loss). Anything else is a bug and keeps its traceback. `SPGNET_DEBUG=1` shows the traceback of known
 errors too.
+
+An error raised in a DataLoader worker reaches the main process re-raised by torch as the same type, but with
+the worker's whole traceback as its message ("Caught DatasetError in DataLoader worker process 0. Original
+Traceback ..."); the line printed is the original message only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -23,9 +28,22 @@ KNOWN_ERRORS = (InputError, OSError, FloatingPointError)
 EXIT_BAD_INPUT = 2
 
 
+_WORKER = re.compile(r"^Caught (\w+) in .*?\nOriginal Traceback", re.DOTALL)  # torch's ExceptionWrapper.reraise
+
+
+def original_message(text: str) -> str:
+    """The original message of an exception re-raised from a DataLoader worker (else `text` unchanged): what
+    follows the last `module.Type: ` header of the formatted traceback."""
+    found = _WORKER.match(text)
+    if found is None:
+        return text
+    heads = list(re.finditer(rf"^[\w.]*\b{found.group(1)}: ", text, re.MULTILINE))
+    return text[heads[-1].end():] if heads else text
+
+
 def error_line(err: BaseException) -> str:
     """The one line printed for a known error."""
-    return f"error: {str(err).strip() or type(err).__name__}"
+    return f"error: {original_message(str(err)).strip() or type(err).__name__}"
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from utils.errors import InputError
+from utils.io import write_text
 
 
 class ConfigError(InputError):
@@ -55,6 +56,8 @@ class DataConfig:
     max_train_pairs: int | None = None  # cap for quick runs; None = all pairs
     max_test_pairs: int | None = None
     val_pairs: int = 64  # fixed subset of the test pairs used for validation during training
+    keypoint_margin: float = 0.5  # a present joint may lie this fraction of the side beyond each border
+    invalid_poses: Literal["refuse", "skip"] = "refuse"  # pairs whose pose has < 4 joints or no torso
 
 
 @dataclass
@@ -332,6 +335,8 @@ def validate(cfg: Config) -> None:
                        "train.lr_patience": t.lr_patience}.items():
         if value < 0:
             raise ConfigError(f"key '{key}' = {value} must not be negative")
+    if cfg.data.keypoint_margin < 0:
+        raise ConfigError(f"key 'data.keypoint_margin' = {cfg.data.keypoint_margin} must not be negative")
     if not 0 <= cfg.data.hflip_prob <= 1:
         raise ConfigError(f"key 'data.hflip_prob' = {cfg.data.hflip_prob} must lie in [0, 1]")
     weights = dataclasses.asdict(cfg.loss.weights)
@@ -356,7 +361,7 @@ def to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.io import write_text
 from utils.run import read_metrics
 
 CURVES = [
@@ -119,7 +120,4 @@ def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, m
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_text(out, page)

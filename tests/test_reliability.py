@@ -1,0 +1,475 @@
+"""Nothing lost, nothing silently wrong (issue 14): one test per cause found by the probe of the entry points.
+
+Outputs: test.py and infer.py into a read-only folder and onto a "full disk" (a file-size limit, RLIMIT_FSIZE,
+with SIGXFSZ ignored so that a write fails with EFBIG instead of killing the process) exit 2 naming the path;
+a SIGKILLed test.py leaves only complete images and `--skip-existing` completes the set. Tests run as root in
+CI, where a chmod-ed folder is still writable: the read-only cases then run the child without the capabilities
+that let root ignore permission bits.
+Inputs: truncated images, keypoints beyond the margin, unusable poses, NaN flow and pose files are named at
+load. Runs: the run-folder lock, the numbered-folder race, orphan temporary files, non-tensor pickles.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from data.annotations import read_annotations, write_annotations
+from data.datasets import DatasetError, PairDataset
+from data.synthetic import generate_dataset
+from models.build import build_all
+from utils import checkpoint as ck
+from utils.config import load_config, to_dict
+from utils.io import ImageReadError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/synthetic_market.yaml"  # 128x64
+H, W = 128, 64
+TINY = ["model.spatn.ngf=4", "model.spatn.n_blocks=1", "model.flow.base_channels=4", "model.flow.max_channels=8",
+        "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
+        "model.discriminator.ndf=4"]
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def file_size_limit(limit: int):
+    """preexec_fn: every file the child writes is limited to `limit` bytes; a longer write fails with EFBIG."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def drop_root_file_permissions() -> None:
+    """preexec_fn for a root child: remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its bounding set, so
+    that after exec the permission bits bind it like any user (root ignores them otherwise)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def read_only(folder: Path):
+    """chmod `folder` read-only and return the preexec_fn under which a child really cannot write to it."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return None
+    probe = subprocess.run([sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
+                           preexec_fn=drop_root_file_permissions, capture_output=True)
+    if probe.returncode == 0:
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a folder read-only for root here (no CAP_SETPCAP)")
+    return drop_root_file_permissions
+
+
+def run(script: str, *args: str, preexec=None, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "SPGNET_DEBUG": ""}
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=preexec)
+
+
+def assert_error_names(proc: subprocess.CompletedProcess, path: Path) -> str:
+    """Exit code 2, no traceback, and a last stderr line `error: ...` naming `path`."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(path) in last, last
+    return last
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix == ".png" and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A synthetic Market-like dataset of 1 test identity x 7 poses = 42 test pairs and a tiny random-init
+    joint-stage checkpoint."""
+    top = tmp_path_factory.mktemp("reliability")
+    root = top / "market"
+    generate_dataset(root, style="market", identities=2, poses=7)
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG, TINY)
+    models = {k: v.state_dict() for k, v in build_all(cfg).items()}
+    ckpt = top / "step-00000000.pt"
+    ck.atomic_save({"format": ck.FORMAT, "config": to_dict(cfg), "models": models, "step": 0}, ckpt)
+    return {"top": top, "root": root, "ckpt": ckpt}
+
+
+def entry_args(world, out: Path, *extra: str) -> list[str]:
+    return ["--config", CONFIG, "--checkpoint", str(world["ckpt"]), "--out", str(out), "--workers", "0",
+            "--device", "cpu", f"data.root={world['root']}", *TINY, *extra]
+
+
+def infer_args(world, out: Path, *extra: str) -> list[str]:
+    root = world["root"]
+    name = next(iter(read_annotations(root / "market-annotation-test.csv")))
+    csv = root / "market-annotation-test.csv"
+    return ["--checkpoint", str(world["ckpt"]), "--source", str(root / "test" / name),
+            "--source-pose", f"{csv}:{name}", "--source-parsing", str(root / "test_parsing" / f"{Path(name).stem}.png"),
+            "--target-poses", str(csv), "--out", str(out), "--device", "cpu", *extra]
+
+
+# ------------------------------------------------------------------ cause 1: output lost with exit code 0
+
+
+def test_test_py_into_a_read_only_folder_fails_naming_it(world):
+    out = world["top"] / "ro-test"
+    (out / "images").mkdir(parents=True)
+    proc = run("test.py", *entry_args(world, out, "--limit", "6"), preexec=read_only(out / "images"))
+    assert_error_names(proc, out / "images")
+    assert "wrote" not in proc.stdout
+    assert pngs(out / "images") == []
+
+
+@pytest.mark.slow  # two runs of test.py
+def test_test_py_onto_a_full_disk_fails_naming_the_path(world):
+    out = world["top"] / "full-test"
+    proc = run("test.py", *entry_args(world, out, "--limit", "6"), preexec=file_size_limit(0))
+    assert_error_names(proc, out / "images")
+    # the probe (one byte) fits, a picture does not: the error names the file that could not be written
+    proc = run("test.py", *entry_args(world, out, "--limit", "6", "--grids"), preexec=file_size_limit(64))
+    last = assert_error_names(proc, out)
+    assert "File too large" in last and ".png" in last, last
+    assert "wrote" not in proc.stdout
+    leftovers = [p for p in (out / "images").iterdir() if p.name.startswith(".")]
+    assert leftovers == [], leftovers  # no temporary file left behind either
+
+
+def test_infer_into_a_read_only_folder_fails_naming_it(world):
+    out = world["top"] / "ro-infer"
+    out.mkdir()
+    proc = run("infer.py", *infer_args(world, out), preexec=read_only(out))
+    assert_error_names(proc, out)
+    assert "wrote" not in proc.stdout
+    assert pngs(out) == []
+
+
+@pytest.mark.slow  # two runs of infer.py
+def test_infer_onto_a_full_disk_fails_naming_the_path(world):
+    full = world["top"] / "full-infer"
+    proc = run("infer.py", *infer_args(world, full, "--gif"), preexec=file_size_limit(0))
+    assert_error_names(proc, full)
+    proc = run("infer.py", *infer_args(world, full, "--gif"), preexec=file_size_limit(64))
+    assert "File too large" in assert_error_names(proc, full)
+
+
+# ------------------------------------------------------ cause 3: partial PNGs kept by --skip-existing
+
+
+@pytest.mark.slow  # two runs of test.py
+def test_sigkill_during_test_py_then_skip_existing_gives_every_image_complete(world):
+    out = world["top"] / "killed"
+    args = entry_args(world, out, "--batch-size", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    child = subprocess.Popen([sys.executable, str(REPO / "test.py"), *args], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None:
+        if (out / "images").is_dir() and len(list((out / "images").iterdir())) >= 3:
+            break
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    images = out / "images"
+    assert all(cv2.imread(str(p)) is not None for p in pngs(images)), "a killed run left a partial image"
+    pairs = [line.split(",") for line in (world["root"] / "market-pairs-test.csv").read_text().split()[1:]]
+    expected = sorted(f"{Path(s).stem}___{Path(t).stem}.png" for s, t in pairs)
+    # what an in-place writer leaves after a kill: an empty file, half a PNG, a picture of the wrong size,
+    # and a writer's orphan temporary file
+    empty, half, small = (images / n for n in expected[-3:])
+    empty.write_bytes(b"")
+    good = cv2.imencode(".png", np.full((H, W, 3), 7, np.uint8))[1].tobytes()
+    half.write_bytes(good[: len(good) // 2])
+    cv2.imwrite(str(small), np.zeros((10, 10, 3), np.uint8))
+    (images / f".{expected[0]}.tmp-{dead_pid()}.png").write_bytes(good[:10])
+    proc = run("test.py", *args, "--skip-existing")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in pngs(images)] == expected and len(expected) == 42
+    for p in pngs(images):
+        image = cv2.imread(str(p))
+        assert image is not None and image.shape == (H, W, 3), p
+    assert not any(p.name.startswith(".") for p in images.iterdir()), "temporary files left"
+
+
+def test_test_py_refuses_the_flow_folder_of_the_dataset(world):
+    spec = importlib.util.spec_from_file_location("spgnet_test_entry", REPO / "test.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    cfg = load_config(CONFIG, [f"data.root={world['root']}"])
+    for sub in ("test_flow", "train_flow/x"):
+        with pytest.raises(ValueError, match="refusing to write there"):
+            entry.refuse_dataset_folder((world["root"] / sub).resolve(), cfg)
+
+
+# --------------------------------------------------------------------------- causes 6, 7, 11: inputs
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """2 identities x 3 poses (6 train pairs of one identity), 128x64, with flow files."""
+    generate_dataset(tmp_path, style="market", identities=2, poses=3)
+    return tmp_path
+
+
+def dataset(root: Path, **kwargs) -> PairDataset:
+    return PairDataset(root, "train", "market-annotation-train.csv", "market-pairs-train.csv", "train_parsing",
+                       (H, W), flow_dir="train_flow", **kwargs)
+
+
+def test_truncated_jpeg_is_an_error_naming_the_file(tiny):
+    ds = dataset(tiny)
+    path = tiny / "train" / ds.pairs[0][0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    assert cv2.imread(str(path)) is not None  # cv2.imread decodes it: the missing rows come out grey
+    with pytest.raises(DatasetError, match=f"{path}: truncated JPEG"):
+        ds[0]
+
+
+def test_truncated_png_parsing_map_is_an_error_naming_the_file(tiny):
+    ds = dataset(tiny)
+    path = tiny / "train_parsing" / f"{Path(ds.pairs[0][0]).stem}.png"
+    data = path.read_bytes()
+    path.write_bytes(data[:-12])  # the IEND chunk cut off
+    with pytest.raises(DatasetError, match=f"{path}: truncated PNG"):
+        ds[0]
+
+
+def test_a_worker_error_comes_out_as_one_error_line(tiny):
+    from utils.cli import error_line
+
+    ds = dataset(tiny)
+    path = tiny / "train" / ds.pairs[0][0]
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DatasetError) as caught:
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1)))
+    line = error_line(caught.value)
+    assert line.startswith(f"error: {path}: truncated JPEG") and "\n" not in line and "Traceback" not in line, line
+
+
+def test_keypoint_far_outside_the_frame_names_file_line_and_joint(tiny):
+    path = tiny / "market-annotation-train.csv"
+    table = read_annotations(path)
+    name = list(table)[1]
+    table[name][4] = (20, 5000)
+    write_annotations(path, table)
+    with pytest.raises(ValueError, match=f"{path}:3: '{name}' joint 4 has x = 5000"):
+        dataset(tiny)
+    table[name][4] = (-H // 2 - 1, 10)  # one pixel beyond half the height above the top border
+    write_annotations(path, table)
+    with pytest.raises(ValueError, match=f"{path}:3: '{name}' joint 4 has y = {-H // 2 - 1}"):
+        dataset(tiny)
+    table[name][4] = (-H // 2, W + W // 2 - 1)  # exactly at the margin on both axes: allowed
+    write_annotations(path, table)
+    assert len(dataset(tiny)) == 6
+
+
+def test_a_source_without_joints_is_refused_or_skipped(tiny):
+    path = tiny / "market-annotation-train.csv"
+    table = read_annotations(path)
+    src, tgt = dataset(tiny).pairs[0]
+    table[src][:] = -1  # every joint missing
+    write_annotations(path, table)
+    with pytest.raises(DatasetError, match=f"{src} -> {tgt}: source '{src}': 0 present joints"):
+        dataset(tiny)
+    table[src][:] = -1
+    table[src][[0, 1, 2, 5, 14]] = (30, 30)  # 5 joints, but no hip
+    write_annotations(path, table)
+    with pytest.raises(DatasetError, match="no torso"):
+        dataset(tiny)
+    ds = dataset(tiny, invalid_poses="skip")
+    assert len(ds) == 2 and all(src not in pair for pair in ds.pairs)
+    assert len(ds.skipped_pairs) == 4 and all(src in pair for pair in ds.skipped_pairs)
+
+
+def test_nan_in_a_flow_file_is_named_at_load(tiny):
+    ds = dataset(tiny)
+    src, tgt = ds.pairs[1]
+    path = tiny / "train_flow" / f"{Path(src).stem}___{Path(tgt).stem}.npz"
+    with np.load(path) as data:
+        flow, vis = data["flow"].copy(), data["vis"]
+    flow[1, 3, 4] = np.nan
+    np.savez(path, flow=flow, vis=vis)
+    with pytest.raises(DatasetError, match=f"{path}: key 'flow' holds 1 non-finite"):
+        ds[1]
+
+
+def test_nan_joint_in_a_pose_json_is_named_at_load(tmp_path):
+    from data.pose_files import PoseError, read_poses
+
+    pose = [[30.0 + 4 * j, 20.0 + j] for j in range(18)]
+    path = tmp_path / "pose.json"
+    path.write_text(json.dumps(pose[:6] + [[float("nan"), 10.0]] + pose[7:]))  # json writes NaN
+    with pytest.raises(PoseError, match=f"pose {path}: joint 6 .*finite"):
+        read_poses(str(path))
+
+
+def test_truncated_source_image_in_infer_is_an_error_naming_it(world, tmp_path):
+    import infer
+
+    src = next((world["root"] / "test").glob("*.jpg"))
+    cut = tmp_path / src.name
+    cut.write_bytes(src.read_bytes()[:-200])
+    with pytest.raises(ImageReadError, match=f"{cut}: truncated JPEG"):
+        infer.read_image(cut)
+
+
+# ------------------------------------------------------------------------------- checkpoints and runs
+
+
+def test_orphan_temporary_checkpoints_are_removed(tmp_path):
+    folder = tmp_path / "checkpoints"
+    ck.atomic_save({"format": ck.FORMAT, "step": 10}, folder / "step-00000010.pt")
+    dead = dead_pid()
+    old_style = folder / f".step-00000020.pt.tmp-{dead}"  # the naming of an atomic_save killed on bfda0bb
+    new_style = folder / f".step-00000030.pt.tmp-{dead}.pt"
+    live = folder / f".step-00000040.pt.tmp-{os.getpid()}.pt"  # a save in progress: kept
+    for p in (old_style, new_style, live):
+        p.write_bytes(b"partial")
+    assert ck.remove_orphans(folder) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["step-00000010.pt", live.name])
+
+
+def test_a_failed_save_keeps_the_old_checkpoint_and_names_the_path(tmp_path, monkeypatch):
+    path = tmp_path / "step-00000010.pt"
+    ck.atomic_save({"format": ck.FORMAT, "step": 1}, path)
+
+    def disk_full(obj, f):
+        f.write(b"x" * 100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match=f"{path}: No space left on device"):
+        ck.atomic_save({"format": ck.FORMAT, "step": 2}, path)
+    monkeypatch.undo()
+    assert ck.load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_non_tensor_pickle_is_refused_as_such(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ck.FORMAT, "payload": os.system}, path)  # a pickled global: code on unpickling
+    with pytest.raises(ck.CheckpointError) as caught:
+        ck.load_checkpoint(path)
+    message = str(caught.value)
+    assert "not a plain-tensor checkpoint" in message and str(path) in message, message
+    assert "weights_only" not in message and "damaged" not in message, message
+
+
+def test_prune_never_deletes_the_protected_checkpoint(tmp_path):
+    for step in (1, 2, 3, 4, 5):
+        ck.atomic_save({"step": step}, ck.checkpoint_path(tmp_path, step))
+    ck.prune(tmp_path, keep=2, protect=ck.checkpoint_path(tmp_path, 2))
+    assert [p.name for p in ck.step_checkpoints(tmp_path)] == ["step-00000002.pt", "step-00000004.pt",
+                                                               "step-00000005.pt"]
+
+
+HOLD = """
+import sys, time
+from utils.run import RunLock
+lock = RunLock(sys.argv[1]); lock.acquire(); print("locked", flush=True); time.sleep(60)
+"""
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path):
+    import socket
+
+    from utils.run import RunLock, RunLockError
+
+    child = hold_lock(tmp_path)
+    try:
+        with pytest.raises(RunLockError, match=f"in use by PID {child.pid} on host {socket.gethostname()}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_message(tmp_path, capsys):
+    from utils.run import RunLock
+
+    child = hold_lock(tmp_path)
+    child.kill()  # SIGKILL: the lock file stays, the kernel drops the flock
+    child.wait()
+    assert (tmp_path / RunLock.NAME).is_file()
+    with RunLock(tmp_path) as lock:
+        assert f"stale lock {lock.path} of PID {child.pid}" in capsys.readouterr().err
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not lock.path.exists()  # a clean release removes it
+
+
+def test_two_runs_of_one_name_started_together_get_two_folders(tmp_path, monkeypatch):
+    from utils import run
+
+    original = Path.mkdir
+    raced = []
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent == tmp_path and not raced:  # the other run creates the same number first
+            raced.append(self)
+            original(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    folder = run.new_run_folder(tmp_path, "df")
+    assert raced == [tmp_path / "00000-df"] and folder == tmp_path / "00001-df"
+
+
+# ------------------------------------------------------------------------------------ the atomic writer
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    from utils.io import WriteError, atomic_write, write_text
+
+    path = write_text(tmp_path / "metrics.json", "old\n")
+
+    def half_then_full(f):
+        f.write(b"new, but only ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(WriteError, match=f"cannot write {path}: No space left on device"):
+        atomic_write(path, half_then_full)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'nope' / 'x.txt'}"):
+        write_text(tmp_path / "nope" / "x.txt", "x")  # a missing folder is named with the file
+
+
+def test_write_image_round_trips_and_refuses_what_it_cannot_encode(tmp_path):
+    from utils.io import WriteError, write_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "a.png"))[..., ::-1], rgb)  # decoded by cv2 itself
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'b.png'}: cannot encode"):
+        write_image(tmp_path / "b.png", np.zeros((H, W, 3), np.float64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         dist.broadcast_object_list(box, src=0)
         run = Path(box[0])
     # one run per folder (rank 0 holds the lock; the other ranks write nothing), then the folder is checked
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
     with RunLock(run) if info.is_main else nullcontext():
         if info.is_main:
             for sub in ("checkpoints", "images"):

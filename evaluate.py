@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics", default=None,
                    help=f"comma list of {','.join(table.METRICS)} (default: the paper's set for the dataset; "
                         "pckh only when keypoints or an estimator are given, or when named here: then the "
-                        "built-in OpenPose runs, about 14 s per 256x176 image on one CPU core)")
+                        "built-in OpenPose runs: tens of seconds per 256x176 image on a CPU, see README Speed)")
     p.add_argument("--fid-protocol", choices=("posetransfer", "standard"), default="posetransfer")
     p.add_argument("--fid-method", choices=("sqrtm", "eigh"), default="sqrtm",
                    help="matrix square root of the Frechet distance (sqrtm: pytorch-fid's; eigh: faster, same value)")

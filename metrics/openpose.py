@@ -3,8 +3,8 @@ PCKh (DESIGN.md section 6).
 
 Network, as caffe's `models/pose/coco/pose_deploy_linevec.prototxt` (18 parts):
 - VGG19 conv1_1 .. conv4_2 (3x3 convolutions, each followed by ReLU; 2x2 max-pools after conv1_2, conv2_2 and conv3_4:
-  stride 8, floor division as caffe, Keras and PyTorch all give on even sizes), conv4_3_CPM (256) and conv4_4_CPM
-  (128), both 3x3 + ReLU: the feature map F;
+  stride 8, sizes rounded down as by Keras's default 'valid' pooling in the Keras port PATN ran, where caffe would
+  round odd sizes up), conv4_3_CPM (256) and conv4_4_CPM (128), both 3x3 + ReLU: the feature map F;
 - stage 1, two branches on F: three 3x3 convolutions (128), a 1x1 (512), a 1x1 output;
 - stages 2..6, two branches on cat[L1, L2, F] (38 + 19 + 128 = 185 channels): five 7x7 convolutions (128), a 1x1
   (128), a 1x1 output;
@@ -113,6 +113,21 @@ def _branch_layers(stage: int, branch: int) -> list[tuple[str, int, int, int]]:
             + [(f"Mconv6_stage{stage}_L{branch}", 128, 128, 1), (f"Mconv7_stage{stage}_L{branch}", 128, out, 1)])
 
 
+def _conv_layers() -> list[tuple[str, int, int, int]]:
+    """Every convolution of the network, in order."""
+    layers = [s for s in _front_layers() if s is not None]
+    return layers + [s for t in range(1, OpenPoseBody.STAGES + 1) for b in (1, 2) for s in _branch_layers(t, b)]
+
+
+def parameter_shapes() -> dict[str, tuple[int, ...]]:
+    """The published state dict's keys and shapes: '<caffe layer>.weight' (out, in, k, k), '<layer>.bias' (out,)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, cin, cout, k in _conv_layers():
+        shapes[f"{name}.weight"] = (cout, cin, k, k)
+        shapes[f"{name}.bias"] = (cout,)
+    return shapes
+
+
 class OpenPoseBody(nn.Module):
     """(B,3,H,W) BGR images / 255 - 0.5 -> (PAFs (B,38,H//8,W//8), heatmaps (B,19,H//8,W//8)), stage 6's outputs.
 
@@ -126,9 +141,7 @@ class OpenPoseBody(nn.Module):
         self.front = [None if spec is None else spec[0] for spec in _front_layers()]
         self.branches = [[[name for name, *_ in _branch_layers(t, b)] for b in (1, 2)]
                          for t in range(1, self.STAGES + 1)]
-        specs = [s for s in _front_layers() if s is not None]
-        specs += [s for t in range(1, self.STAGES + 1) for b in (1, 2) for s in _branch_layers(t, b)]
-        for name, cin, cout, k in specs:
+        for name, cin, cout, k in _conv_layers():
             self.add_module(name, nn.Conv2d(cin, cout, k, padding=k // 2))
 
     def _run(self, names: Sequence[str | None], x: torch.Tensor, last_relu: bool) -> torch.Tensor:
@@ -151,13 +164,13 @@ class OpenPoseBody(nn.Module):
         return paf, heat
 
 
-def check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
+def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
     """OpenPoseWeightsError naming the first missing, unexpected or mis-shaped keys of `state`."""
-    expected = model.state_dict()
+    expected = parameter_shapes()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {v})" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != v]
     problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                 for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
     if problems:
@@ -171,16 +184,18 @@ def build_openpose(weights: str | os.PathLike = "published", seed: int = RANDOM_
     weights: "published" (body_pose_model.pth from the torch hub cache), a path to that file, or "random" (PyTorch's
     default initialisation from `seed`: the same cost as the real model, for tests and benchmarks only).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = OpenPoseBody()
+    state = None
     if isinstance(weights, str) and weights == "random":
         source = f"random (seed {seed})"
     else:
         path = None if isinstance(weights, str) and weights == "published" else os.fspath(weights)
         state = load_state_dict(WEIGHTS_NAME, path)
         source = path or f"{WEIGHTS_NAME} (torch hub cache)"
-        check_state_dict(state, net, source)
+        check_state_dict(state, source)  # before the network is built: a wrong file fails fast
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = OpenPoseBody()
+    if state is not None:
         net.load_state_dict(state)
     net.requires_grad_(False)
     return net.eval(), source
@@ -425,7 +440,8 @@ class OpenPoseEstimator:
 
     weights: "published" (torch hub cache), a path to body_pose_model.pth, or "random" (tests, benchmarks).
     boxsize, scales: PATN's 368 and [0.5, 1, 1.5, 2] define the protocol; others are for quick tests only.
-    batch_size: images per network call (memory: about 0.4 GB per 256x176 image at scale 2 in float32).
+    batch_size: images per network call (memory grows with it: at scale 2 a 256x176 image enters the network at
+      736x506, and conv1's outputs alone take 95 MB per image in float32).
     """
 
     def __init__(self, weights: str | os.PathLike = "published", device: str | torch.device | None = None,

@@ -132,14 +132,15 @@ def test_published_key_names_load_and_forward_matches_the_prototxt_graph(tmp_pat
 
 
 def test_foreign_state_dicts_are_refused_with_the_keys(tmp_path):
-    state = published_state_dict()
-    prefixed = {f"model0.{k}": v for k, v in state.items()}  # pytorch-openpose's module keys, not the file's
+    names = [f"{name}.{kind}" for name, *_ in published_layers() for kind in ("weight", "bias")]
+    prefixed = {f"model0.{k}": torch.zeros(1) for k in names}  # pytorch-openpose's module keys, not the file's
     torch.save(prefixed, tmp_path / "a.pth")
-    with pytest.raises(openpose.OpenPoseWeightsError, match=r"a\.pth: .*missing: conv1_1\.weight"):
+    with pytest.raises(openpose.OpenPoseWeightsError, match=r"a\.pth: .*missing: conv1_1\.weight.*unexpected: "
+                                                            r"model0\.conv1_1\.weight"):
         openpose.build_openpose(tmp_path / "a.pth")
-    state["conv1_1.weight"] = state["conv1_1.weight"][:32]
-    torch.save(state, tmp_path / "b.pth")
-    with pytest.raises(openpose.OpenPoseWeightsError, match=r"wrong shape: conv1_1\.weight \(32, 3, 3, 3\)"):
+    torch.save(dict.fromkeys(names, torch.zeros(1)), tmp_path / "b.pth")
+    with pytest.raises(openpose.OpenPoseWeightsError, match=r"wrong shape: conv1_1\.weight \(1,\) \(expected "
+                                                            r"\(64, 3, 3, 3\)\)"):
         openpose.build_openpose(tmp_path / "b.pth")
     (tmp_path / "c.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"c\.pth: cannot be read"):
@@ -495,9 +496,10 @@ def test_grouping_matches_a_transcription_of_the_script():
 # ------------------------------------------------------------------------------------------ end to end
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """From another folder: the script must find the repository's packages itself."""
     return subprocess.run([sys.executable, str(REPO / "scripts" / "estimate_keypoints.py"), *args],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.mark.slow  # two interpreter start-ups with torch: about 10 s each on a loaded 2-core machine
@@ -511,7 +513,7 @@ def test_estimate_keypoints_script_random_weights(tmp_path):
         assert cv2.imwrite(str(images / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
     out = tmp_path / "csv" / "keypoints.csv"
     common = ["--weights", "random", "--boxsize", "32", "--scales", "0.5,1", "--device", "cpu", "--quiet"]
-    done = run_script(str(images), "--out", str(out), "--batch-size", "2", *common)
+    done = run_script(str(images), "--out", str(out), "--batch-size", "2", *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     keypoints = read_annotations(out)
     assert list(keypoints) == names
@@ -531,9 +533,15 @@ def test_estimate_keypoints_script_random_weights(tmp_path):
         estimate_keypoints.main([str(images), "--out", str(out), *common])
     assert out.read_text() == before  # nothing already written is lost
     assert not list(out.parent.glob("*.part"))
-    bad = run_script(str(tmp_path / "nowhere"), "--out", str(out))  # fails before the network is built
+    bad = run_script(str(tmp_path / "nowhere"), "--out", str(out), cwd=tmp_path)  # fails before the network
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no such "
                                                                        "image or folder"]
+
+
+def test_estimate_keypoints_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        estimate_keypoints.main(["--help"])
+    assert e.value.code == 0 and estimate_keypoints.__doc__.splitlines()[0] in capsys.readouterr().out
 
 
 def test_estimate_keypoints_script_bad_inputs(tmp_path):

@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--openpose-weights", default=None, help="explicit path of the OpenPose body_pose_model.pth")
     p.add_argument("--openpose-boxsize", type=int, default=openpose.BOXSIZE,
                    help="OpenPose box size (PATN: 368; anything else is not the protocol and is labelled so)")
-    p.add_argument("--openpose-scales", type=parse_scales, default=openpose.SCALES,
+    p.add_argument("--openpose-scales", type=openpose.parse_scales, default=openpose.SCALES,
                    help="comma list of OpenPose scales (PATN: 0.5,1,1.5,2)")
     p.add_argument("--out", default=None, help="output folder (default: <generated>/../metrics)")
     p.add_argument("--allow-missing", action="store_true", help="evaluate the pairs that exist, report the rest")
@@ -86,13 +86,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -264,6 +264,14 @@ def skimage_resize(x: torch.Tensor, size: tuple[int, int], order: int) -> torch.
 # ------------------------------------------------------------------------------------------ steps 1-3
 
 
+def parse_scales(text: str) -> tuple[float, ...]:
+    """'0.5,1,1.5,2' -> (0.5, 1.0, 1.5, 2.0); ValueError unless every item is a positive number (an argparse type)."""
+    scales = tuple(float(t) for t in text.split(","))
+    if not all(s > 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {text!r}")
+    return scales
+
+
 def scale_sizes(height: int, width: int, boxsize: int = BOXSIZE, scales: Sequence[float] = SCALES
                 ) -> list[tuple[int, int]]:
     """The script's network input sizes: multiplier = s * boxsize / H (python float order), size = int(shape * m)."""

@@ -27,18 +27,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.annotations import write_annotations  # noqa: E402
-from metrics.openpose import BOXSIZE, SCALES, OpenPoseEstimator  # noqa: E402
+from metrics.openpose import BOXSIZE, SCALES, OpenPoseEstimator, parse_scales  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.errors import InputError  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

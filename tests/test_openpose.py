@@ -21,7 +21,7 @@ from data.annotations import read_annotations
 from metrics import openpose
 from scripts import estimate_keypoints
 from utils.errors import InputError
-from utils.weights import MissingWeightsError
+from utils.weights import MissingWeightsError, weights_info
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +125,8 @@ def test_published_key_names_load_and_forward_matches_the_prototxt_graph(tmp_pat
     message = str(info.value)
     assert "body_pose_model.pth" in message and str(cache) in message
     assert "download_weights.py openpose_body_coco" in message
+    info = weights_info("openpose_body_coco")  # what download_weights.py fetches and checks
+    assert info.filename == "body_pose_model.pth" and info.sha256_prefix.startswith("25a948c16078b0f0")
     cache.mkdir(parents=True)
     path.rename(cache / "body_pose_model.pth")
     net, _ = openpose.build_openpose("published")

@@ -3,6 +3,7 @@
     python evaluate.py --generated runs/00001-deepfashion/test-00200000/images --dataset-config configs/deepfashion.yaml
     python evaluate.py --generated DIR --dataset-config configs/market.yaml data.root=/data/market \
         --metrics ssim,mssim,lpips,mlpips --weights imagenet --out results/market
+    python evaluate.py ... --metrics ssim,fid,lpips,pckh                       # PCKh with the built-in OpenPose
     python evaluate.py ... --pred-keypoints openpose-on-generated.csv          # PCKh from your estimator's CSV
     python evaluate.py ... --pose-estimator my_package.openpose:Estimator      # or run a pluggable estimator
 
@@ -11,12 +12,14 @@ Reads the config's test pairs (`data.pairs_test`, capped by `data.max_test_pairs
 folder and the target keypoints from the test annotation CSV. Protocols (DESIGN.md section 6; details in each
 metrics/ module): SSIM as skimage with Gaussian weights; mask-SSIM / mask-LPIPS with the target pose mask; FID
 "posetransfer" (GFLA's script: torchvision's ImageNet Inception, real set = the training images) or "standard"
-(pytorch-fid's FID Inception, real set = the test images); LPIPS AlexNet v0.1; PCKh as PATN's script.
+(pytorch-fid's FID Inception, real set = the test images); LPIPS AlexNet v0.1; PCKh as PATN's script, on
+keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose COCO body
+model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
 computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout.
---weights random uses randomly initialised Inception/AlexNet trunks (offline tests and
-the demo); such values are labelled RANDOM-INIT everywhere and are not comparable to published numbers.
+--weights random uses randomly initialised Inception/AlexNet/OpenPose networks (offline tests and the demo); such
+values are labelled RANDOM-INIT everywhere and are not comparable to published numbers.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm import tqdm
 
 from data.annotations import read_annotations, read_pairs
 from data.datasets import generated_image_name
-from metrics import estimators, table
+from metrics import estimators, openpose, table
 from metrics.fid import REAL_SET, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance, read_rgb
 from metrics.fid import real_statistics as fid_real_statistics
 from metrics.lpips import LPIPSMetric
@@ -58,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides, e.g. data.root=/data/df")
     p.add_argument("--metrics", default=None,
                    help=f"comma list of {','.join(table.METRICS)} (default: the paper's set for the dataset; "
-                        "pckh only when keypoints or an estimator are given)")
+                        "pckh only when keypoints or an estimator are given, or when named here: then the "
+                        "built-in OpenPose runs: tens of seconds per 256x176 image on a CPU, see README Speed)")
     p.add_argument("--fid-protocol", choices=("posetransfer", "standard"), default="posetransfer")
     p.add_argument("--fid-method", choices=("sqrtm", "eigh"), default="sqrtm",
                    help="matrix square root of the Frechet distance (sqrtm: pytorch-fid's; eigh: faster, same value)")
@@ -69,9 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="annotation CSV of keypoints estimated on the generated images, keyed by generated file name")
     p.add_argument("--pose-estimator", default=None, help="module:attr of a pose estimator (metrics/estimators.py)")
     p.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
-                   help="FID/LPIPS backbones: pretrained from the torch hub cache, or random (tests only)")
+                   help="FID/LPIPS/OpenPose networks: pretrained from the torch hub cache, or random (tests only)")
     p.add_argument("--inception-weights", default=None, help="explicit path of the FID Inception checkpoint")
     p.add_argument("--alexnet-weights", default=None, help="explicit path of torchvision's AlexNet checkpoint")
+    p.add_argument("--openpose-weights", default=None, help="explicit path of the OpenPose body_pose_model.pth")
+    p.add_argument("--openpose-boxsize", type=int, default=openpose.BOXSIZE,
+                   help="OpenPose box size (PATN: 368; anything else is not the protocol and is labelled so)")
+    p.add_argument("--openpose-scales", type=openpose.parse_scales, default=openpose.SCALES,
+                   help="comma list of OpenPose scales (PATN: 0.5,1,1.5,2)")
     p.add_argument("--out", default=None, help="output folder (default: <generated>/../metrics)")
     p.add_argument("--allow-missing", action="store_true", help="evaluate the pairs that exist, report the rest")
     p.add_argument("--batch-size", type=int, default=16)
@@ -92,20 +101,19 @@ class Pair:
 
 
 def select_metrics(args: argparse.Namespace, dataset_name: str) -> tuple[str, ...]:
+    """--metrics, or the dataset's default set; the default runs PCKh only on given keypoints or estimator (the
+    built-in OpenPose is slow on a CPU, so it runs when --metrics names pckh)."""
     has_keypoints = args.pred_keypoints is not None or args.pose_estimator is not None
     if args.pred_keypoints and args.pose_estimator:
         raise EvaluationError("give --pred-keypoints or --pose-estimator, not both")
     if args.metrics is None:
         chosen = table.default_metrics(dataset_name)
         if not has_keypoints:
-            print("note: PCKh skipped (no --pred-keypoints CSV or --pose-estimator given)", file=sys.stderr)
+            print("note: PCKh skipped (name it in --metrics to run the built-in OpenPose, or give "
+                  "--pred-keypoints CSV or --pose-estimator)", file=sys.stderr)
             chosen = tuple(m for m in chosen if m != "pckh")
         return chosen
-    chosen = table.parse_metrics(args.metrics)
-    if "pckh" in chosen and not has_keypoints:
-        raise EvaluationError("PCKh needs keypoints of the generated images: pass --pred-keypoints CSV or "
-                              "--pose-estimator module:attr")
-    return chosen
+    return table.parse_metrics(args.metrics)
 
 
 def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool) -> tuple[list[Pair], list[str]]:
@@ -212,7 +220,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     if "fid" in chosen:
         weights = "random" if random else (args.inception_weights or "imagenet")
         inception = InceptionFeatures(args.fid_protocol, weights).to(device)
-    estimator = estimators.load_estimator(args.pose_estimator) if args.pose_estimator else None
+    estimator, openpose_estimator = None, None
+    if "pckh" in chosen and args.pred_keypoints is None:
+        if args.pose_estimator:
+            estimator = estimators.load_estimator(args.pose_estimator)
+        else:
+            weights = "random" if random else (args.openpose_weights or "published")
+            estimator = openpose_estimator = openpose.OpenPoseEstimator(
+                weights, device, args.openpose_boxsize, args.openpose_scales, args.batch_size)
+    estimator_name = args.pose_estimator or "built-in OpenPose"
 
     with_masks = "mssim" in chosen or "mlpips" in chosen
     dataset = PairImages(pairs, generated, root / cfg.data.test_dir, size, kp_target, with_masks)
@@ -238,7 +254,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         if estimator is not None:
             names = [pairs[i].generated for i in idx]
             images = batch["generated"].permute(0, 2, 3, 1).numpy()  # (B,H,W,3) uint8 RGB
-            predictions.update(estimators.predict_keypoints(estimator, [(names, images)], args.pose_estimator))
+            predictions.update(estimators.predict_keypoints(estimator, [(names, images)], estimator_name))
 
     results: list[table.MetricResult] = []
     n = len(pairs)
@@ -276,7 +292,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             pckh_rows[k][have] = v
         note = PCKH_NOTE.format(right=int(counts["right"].sum()), valid=int(counts["valid"].sum()),
                                 skipped=int((~counts["used"]).sum())) + f"; keypoints from {source}"
-        results.append(table.MetricResult("pckh", pckh_score(counts), int(counts["used"].sum()), note))
+        if openpose_estimator is not None:
+            note += f" ({openpose_estimator.protocol})"
+        results.append(table.MetricResult("pckh", pckh_score(counts), int(counts["used"].sum()), note,
+                                          openpose_estimator is not None and openpose_estimator.random))
 
     info = {
         "images": n,

@@ -20,7 +20,7 @@ METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh")
 LABELS = {"ssim": "SSIM", "mssim": "Mask-SSIM", "fid": "FID", "lpips": "LPIPS", "mlpips": "Mask-LPIPS",
           "pckh": "PCKh"}
 HIGHER_IS_BETTER = {"ssim": True, "mssim": True, "fid": False, "lpips": False, "mlpips": False, "pckh": True}
-BACKBONE = {"fid": "Inception", "lpips": "AlexNet trunk", "mlpips": "AlexNet trunk"}
+BACKBONE = {"fid": "Inception", "lpips": "AlexNet trunk", "mlpips": "AlexNet trunk", "pckh": "OpenPose"}
 # what the papers report per dataset (SPGNet Tables 1-2): the mask metrics are Market-1501's
 DEFAULT_METRICS = {
     "market": ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh"),

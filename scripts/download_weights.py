@@ -5,10 +5,12 @@
     python scripts/download_weights.py --all --dir /somewhere/checkpoints
 
 Names: vgg19, inception_torchvision (FID, pose-transfer protocol), inception_fid (FID, pytorch-fid protocol),
-alexnet (LPIPS). Files land in $TORCH_HOME/hub/checkpoints (torch.hub.get_dir()/checkpoints, where
-utils.weights looks) under the names torchvision and pytorch-fid use, so either library finds them too.
+alexnet (LPIPS), openpose_body_coco (PCKh's keypoint estimator, body_pose_model.pth). Files land in
+$TORCH_HOME/hub/checkpoints (torch.hub.get_dir()/checkpoints, where utils.weights looks) under the names
+torchvision, pytorch-fid and pytorch-openpose use, so those libraries find them too.
 Each download goes to a temporary file first and is verified against the SHA-256 prefix its official file name
-carries (torch.hub's check); a mismatching or interrupted download is removed. A file already present is
+carries (torch.hub's check; for body_pose_model.pth, whose name carries none, the full published SHA-256); a
+mismatching or interrupted download is removed. A file already present is
 verified, not fetched again. Exit status 1 when any name failed.
 """
 

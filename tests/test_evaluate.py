@@ -20,6 +20,7 @@ from skimage.metrics import structural_similarity
 import evaluate
 from data.annotations import read_annotations, write_annotations, write_pairs
 from data.pose import pose_mask
+from metrics import openpose
 from metrics.pckh import pckh
 
 H, W = 64, 48
@@ -175,9 +176,22 @@ def test_wrong_size_and_unreadable_images_name_the_file(fake):
         run(fake, "--metrics", "ssim")
 
 
-def test_pckh_needs_keypoints_and_default_metrics_skip_it(fake, capsys):
-    with pytest.raises(evaluate.EvaluationError, match="--pred-keypoints"):
-        run(fake, "--metrics", "pckh")
+def test_pckh_with_the_built_in_openpose(fake):
+    """--metrics pckh without keypoints runs metrics/openpose.py on the generated images, writes their CSV and
+    scores it; random weights and a non-PATN box size are labelled."""
+    data = run(fake, "--metrics", "pckh", "--openpose-boxsize", "32", "--openpose-scales", "0.5,1")
+    written = read_annotations(fake["out"] / "pred-keypoints.csv")
+    assert list(written) == fake["names"]
+    estimator = openpose.OpenPoseEstimator("random", "cpu", boxsize=32, scales=(0.5, 1))
+    images = np.stack([read_rgb(fake["generated"] / n) for n in fake["names"]])
+    np.testing.assert_array_equal(np.stack(list(written.values())), estimator(images))
+    target = np.stack([fake["annotations"][t] for _, t in fake["pairs"]])
+    assert data["metrics"]["pckh"] == pytest.approx(pckh(np.stack(list(written.values())), target))
+    assert "RANDOM-INIT OpenPose" in data["labels"]["pckh"]
+    assert "NOT PATN: boxsize 32, scales 0.5,1" in data["protocols"]["pckh"]
+
+
+def test_pckh_default_metrics_skip_it_and_missing_predictions(fake, capsys):
     predictions = read_annotations(fake["pred"])
     del predictions[fake["names"][0]]
     write_annotations(fake["pred"], predictions)

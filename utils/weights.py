@@ -6,7 +6,8 @@ the ones torchvision and pytorch-fid use, so a cache filled by either library is
 
 Checksums: torchvision and pytorch-fid publish no full SHA-256 for these files; they embed the first hex digits of
 the SHA-256 in the file name (`vgg19-dcbb9e9d.pth`), and torch.hub's `check_hash` compares exactly that prefix.
-We do the same: `sha256_prefix` is the part after the last '-' of the file name.
+We do the same: `sha256_prefix` is the part after the last '-' of the file name. The OpenPose body model's file
+name carries no hash; its full SHA-256 is the one its Hugging Face copy publishes (see OPENPOSE_SHA256).
 """
 
 from __future__ import annotations
@@ -34,11 +35,20 @@ class WeightsInfo:
     description: str
 
 
-def _info(name: str, filename: str, url: str, description: str) -> WeightsInfo:
+def _info(name: str, filename: str, url: str, description: str, sha256: str | None = None) -> WeightsInfo:
+    """sha256: the published digest (or a prefix of it) when the file name embeds none."""
     if not url.endswith("/" + filename):
         raise RuntimeError(f"{name}: the library's URL {url} no longer names {filename}; update utils/weights.py")
-    prefix = filename.rsplit("-", 1)[1].split(".")[0]  # torch.hub's HASH_REGEX r"-([a-f0-9]*)\."
+    prefix = sha256 or filename.rsplit("-", 1)[1].split(".")[0]  # torch.hub's HASH_REGEX r"-([a-f0-9]*)\."
     return WeightsInfo(name, filename, url, prefix, description)
+
+
+# The CMU OpenPose COCO body model (caffe pose_iter_440000) as converted to PyTorch by the pytorch-openpose project
+# (github Hzzone/pytorch-openpose, whose README links the file on Dropbox, without a checksum). The same file is
+# mirrored in the Hugging Face repository lllyasviel/Annotators; the digest below is the one its Git LFS pointer
+# publishes for that copy (209,267,595 bytes).
+OPENPOSE_URL = "https://huggingface.co/lllyasviel/Annotators/resolve/main/body_pose_model.pth"
+OPENPOSE_SHA256 = "25a948c16078b0f08e236bda51a385d855ef4c153598947c28c0d47ed94bb746"
 
 
 # URLs straight from the libraries that publish the files (torchvision's weight enums, pytorch-fid's constant),
@@ -55,6 +65,9 @@ KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
               "pytorch-fid's FID Inception (TF 2015-12-05 graph): the standard FID protocol"),
         _info("alexnet", "alexnet-owt-7be5be79.pth", tv_models.AlexNet_Weights.IMAGENET1K_V1.url,
               "torchvision AlexNet (ImageNet): the LPIPS backbone"),
+        _info("openpose_body_coco", "body_pose_model.pth", OPENPOSE_URL,
+              "CMU OpenPose COCO body model (pytorch-openpose's conversion): the PCKh keypoint estimator",
+              OPENPOSE_SHA256),
     )
 }
 
@@ -102,7 +115,7 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def verify_hash(name: str, path: str | os.PathLike) -> bool:
-    """True when the file's SHA-256 starts with the prefix its official file name embeds (torch.hub's check)."""
+    """True when the file's SHA-256 starts with the published prefix (the one its official file name embeds)."""
     return sha256_of(path).startswith(weights_info(name).sha256_prefix)
 
 
@@ -116,7 +129,7 @@ def load_state_dict(name: str, path: str | os.PathLike | None = None) -> dict[st
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign file: say which
-        raise ValueError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__}: {err})") from err
+        raise InputError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
-        raise ValueError(f"{file}: expected a state dict, got {type(state).__name__}")
+        raise InputError(f"{file}: expected a state dict, got {type(state).__name__}")
     return state

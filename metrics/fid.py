@@ -1,21 +1,20 @@
-"""FID (Heusel et al., 2017) for pose transfer, under two named protocols.
+"""FID (Heusel et al., 2017): Inception pool features of two image sets, and the Frechet distance of their Gaussians.
 
-"posetransfer" (what the pose-transfer tables, SPGNet's included, report): GFLA's script/metrics.py (Ren et al.,
-CVPR 2020), class FID: the 2048-d pool3 features of *torchvision's ImageNet* Inception-v3 (its InceptionV3 wrapper
-is the 2019 pytorch-fid one, built on `torchvision.models.inception_v3(pretrained=True)`), real set = the
-*training* images (GFLA's README: `--fid_real_path ./dataset/fashion/train_256`, Market: `train_12864`),
-generated set = every generated test image. Weights: "inception_torchvision" (inception_v3_google-0cc3c7bd.pth).
+Two networks: "torchvision" (torchvision's ImageNet Inception-v3, `inception_v3_google-0cc3c7bd.pth`, the network of
+the authors' and GFLA's scripts, which build it with `torchvision.models.inception_v3(pretrained=True)`) and
+"standard" (pytorch-fid's FID Inception, the TF 2015-12-05 graph ported to PyTorch, pt_inception-2015-12-05-
+6726825d.pth, with its patched Mixed blocks: the general GAN-literature convention).
 
-"standard": pytorch-fid's FID Inception (the TF 2015-12-05 graph ported to PyTorch, pt_inception-2015-12-05-
-6726825d.pth, with its patched Mixed blocks), real set = the *test* images (the whole test folder), the general
-GAN-literature convention. Numbers from the two protocols are not comparable; every output names its protocol.
+Both: images in [0, 1] resized bilinearly to 299x299 (align_corners=False, what the scripts' F.upsample does), an
+input transform, the Inception blocks up to Mixed_7c and a global average pool; torchvision's own
+`transform_input` is not applied (the wrappers call the blocks directly). Input transforms: "2x-1" (pytorch-fid's
+normalize_input) or "imagenet" (the authors' and GFLA's InceptionV3: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5 with
+ImageNet mean/std, torchvision's transform_input applied to [0, 1] images). mu = mean, sigma = covariance with
+n - 1 (np.cov).
 
-Both: images in [0, 1] resized bilinearly to 299x299 (align_corners=False), scaled to [-1, 1] (2x - 1), the
-Inception blocks up to Mixed_7c and a global average pool; torchvision's `transform_input` is not applied (the
-wrappers call the blocks directly). mu = mean, sigma = covariance with n - 1 (np.cov).
-Known differences from GFLA's script: it drops the last partial batch of 64 images (`n_batches = d0 //
-batch_size`); we use every image. It caches the real statistics inside the real folder; we cache them in a cache
-folder, keyed by the folder listing (names, sizes, mtimes), the protocol and the weights.
+Which images, in which order, and how many whole batches a published script keeps is the protocol's business
+(metrics/protocols.py); real_statistics takes it as arguments. Real-set statistics are cached in a cache folder,
+keyed by the folder listing (names, sizes, mtimes), the extractor, the reader, the order and the batching.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,14 +33,18 @@ from pytorch_fid import inception as pf_inception
 from scipy import linalg
 from torch import nn
 
-from utils.io import ImageReadError, atomic_path, read_image
+from metrics.files import read_image, script_listing, whole_batches
+from utils.errors import InputError
+from utils.io import atomic_path
 from utils.weights import load_state_dict, weights_info
 
-PROTOCOLS = ("posetransfer", "standard")
-WEIGHTS_NAME = {"posetransfer": "inception_torchvision", "standard": "inception_fid"}
-REAL_SET = {"posetransfer": "train", "standard": "test"}
+NETWORKS = ("torchvision", "standard")
+WEIGHTS_NAME = {"torchvision": "inception_torchvision", "standard": "inception_fid"}
+INPUT_TRANSFORMS = ("2x-1", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-CACHE_VERSION = 1  # bump when the feature computation changes, to invalidate old caches
+CACHE_VERSION = 2  # bump when the feature computation changes, to invalidate old caches
 RANDOM_SEED = 0
 
 
@@ -69,11 +71,11 @@ def torchvision_inception_v3() -> nn.Module:
     return torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
 
 
-def build_inception(protocol: str, weights: str | os.PathLike = "imagenet", seed: int = RANDOM_SEED) -> tuple:
-    """(network, weights description) for a protocol; weights "imagenet" (hub cache), a path, or "random"."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown FID protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    net = fid_inception_v3() if protocol == "standard" else torchvision_inception_v3()
+def build_inception(network: str, weights: str | os.PathLike = "imagenet", seed: int = RANDOM_SEED) -> tuple:
+    """(network, weights description); weights "imagenet" (hub cache), a path, or "random"."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown FID network {network!r}; known: {', '.join(NETWORKS)}")
+    net = fid_inception_v3() if network == "standard" else torchvision_inception_v3()
     if isinstance(weights, str) and weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # "random" is one fixed network, so its cached statistics stay valid
@@ -84,55 +86,74 @@ def build_inception(protocol: str, weights: str | os.PathLike = "imagenet", seed
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         return net, f"random (seed {seed})"
     path = None if isinstance(weights, str) and weights == "imagenet" else os.fspath(weights)
-    name = WEIGHTS_NAME[protocol]
+    name = WEIGHTS_NAME[network]
     state = load_state_dict(name, path)
     source = path or weights_info(name).filename
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{source}: does not fit the {protocol} FID Inception ({name}): {err}") from err
+        raise InputError(f"{source}: does not fit the {network} FID Inception ({name}): {err}") from err
     return net, source
 
 
-class InceptionFeatures(nn.Module):
-    """uint8 (B,3,H,W) RGB -> (B,2048) pool3 features, the pytorch-fid InceptionV3 wrapper's computation."""
+def transform_input(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B,3,H,W) RGB in [0, 1] -> the network's input: "2x-1" or "imagenet" (x * (std / 0.5) + (mean - 0.5) / 0.5)."""
+    if kind == "2x-1":
+        return 2 * x - 1
+    if kind == "imagenet":
+        std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        return x * (std / 0.5) + (mean - 0.5) / 0.5
+    raise ValueError(f"unknown FID input transform {kind!r}; known: {', '.join(INPUT_TRANSFORMS)}")
 
-    def __init__(self, protocol: str = "posetransfer", weights: str | os.PathLike = "imagenet",
-                 seed: int = RANDOM_SEED):
+
+class PoolFeatures(nn.Module):
+    """uint8 (B,3,H,W) RGB -> (B,D) features: x / 255, bilinear resize to `resize`, the input transform, `blocks`.
+
+    identity: what the features depend on (part of the real-statistics cache key)."""
+
+    def __init__(self, blocks: nn.Module, input_transform: str, identity: str, weights_source: str,
+                 random: bool, resize: int = 299):
         super().__init__()
-        net, source = build_inception(protocol, weights, seed)
-        self.protocol = protocol
-        self.weights_source = source
-        self.random = isinstance(weights, str) and weights == "random"
-        self.blocks = nn.Sequential(
-            net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
-            net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
-            net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
-            net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1)),
-        )
+        if input_transform not in INPUT_TRANSFORMS:
+            raise ValueError(f"unknown FID input transform {input_transform!r}; known: {', '.join(INPUT_TRANSFORMS)}")
+        self.blocks, self.input_transform, self.resize = blocks, input_transform, resize
+        self.identity, self.weights_source, self.random = f"{identity}|{input_transform}", weights_source, random
         self.requires_grad_(False)
         self.eval()
 
-    @property
-    def identity(self) -> str:
-        """What the features depend on: part of the real-statistics cache key."""
-        if self.random:
-            return f"{self.protocol}|{self.weights_source}"
-        path = Path(self.weights_source)
-        size = path.stat().st_size if path.is_file() else "hub"
-        return f"{self.protocol}|{path.name}|{size}"
-
-    def train(self, mode: bool = True) -> InceptionFeatures:
+    def train(self, mode: bool = True) -> PoolFeatures:
         return super().train(False)  # BatchNorm must use its stored statistics
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"InceptionFeatures: expected uint8 (B,3,H,W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"FID features: expected uint8 (B,3,H,W), got {images.dtype} {tuple(images.shape)}")
         x = images.to(next(self.parameters()).device).float() / 255
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1  # (0, 1) -> (-1, 1)
-        return self.blocks(x).flatten(1)  # (B,2048)
+        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return self.blocks(transform_input(x, self.input_transform)).flatten(1)  # (B,D)
+
+
+class InceptionFeatures(PoolFeatures):
+    """uint8 (B,3,H,W) RGB -> (B,2048) pool3 features of the pytorch-fid / the scripts' InceptionV3 wrapper."""
+
+    def __init__(self, network: str = "torchvision", weights: str | os.PathLike = "imagenet",
+                 seed: int = RANDOM_SEED, input_transform: str = "2x-1"):
+        net, source = build_inception(network, weights, seed)
+        blocks = nn.Sequential(
+            net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
+            net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
+            net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
+            net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1)),
+        )
+        random = isinstance(weights, str) and weights == "random"
+        if random:
+            identity = f"{network}|{source}"
+        else:
+            path = Path(source)
+            identity = f"{network}|{path.name}|{path.stat().st_size if path.is_file() else 'hub'}"
+        super().__init__(blocks, input_transform, identity, source, random)
+        self.network = network
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -207,19 +228,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H,W,3) uint8 RGB; ImageReadError (a ValueError) naming the file when unreadable, truncated or not of
-    `size` (H, W)."""
-    image = read_image(path, cv2.IMREAD_COLOR)
-    if size is not None and image.shape[:2] != tuple(size):
-        raise ImageReadError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW), expected {size[0]}x{size[1]}")
-    return np.ascontiguousarray(image[..., ::-1])
+    """(H,W,3) uint8 RGB read with cv2; ImageReadError (a ValueError) naming the file when unreadable, truncated or
+    not of `size` (H, W)."""
+    return read_image(path, "cv2", size)
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
+def image_files(folder: str | os.PathLike, order: str | None = None) -> list[Path]:
+    """The images of a real-set folder: order None = every .jpg/.jpeg/.png by name (our clean protocol), or a
+    script's listing (metrics.files.script_listing)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"FID real-image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if order is None:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    else:
+        files = [folder / n for n in script_listing(folder, order)]
     if not files:
         raise FileNotFoundError(f"{folder}: no .jpg/.png images for FID")
     return files
@@ -235,14 +258,14 @@ def listing_fingerprint(files: list[Path]) -> str:
 
 
 class _Folder(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path], size: tuple[int, int] | None):
-        self.files, self.size = files, size
+    def __init__(self, files: list[Path], size: tuple[int, int] | None, reader: str):
+        self.files, self.size, self.reader = files, size, reader
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(read_rgb(self.files[i], self.size)).permute(2, 0, 1)  # (3,H,W) uint8
+        return torch.from_numpy(read_image(self.files[i], self.reader, self.size)).permute(2, 0, 1)  # (3,H,W) uint8
 
 
 @dataclass
@@ -261,22 +284,31 @@ def default_cache_dir() -> Path:
 
 def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.PathLike | None = None,
                     batch_size: int = 32, size: tuple[int, int] | None = None, workers: int = 0,
-                    progress=None) -> RealStatistics:
-    """mu, sigma of the extractor's features over every image of `folder`, cached as npz in cache_dir.
+                    progress=None, reader: str = "cv2", order: str | None = None,
+                    whole_batches_of: int | None = None, shrink: bool = False) -> RealStatistics:
+    """mu, sigma of the extractor's features over the images of `folder`, cached as npz in cache_dir.
 
     extractor: callable uint8 (B,3,H,W) -> (B,D) features with an `identity` string (InceptionFeatures).
-    The cache file name is a hash of the listing fingerprint, the identity and CACHE_VERSION, so a changed file,
-    protocol or weights file is a miss. cache_dir None: no caching.
+    reader, order: metrics.files' decoder and listing (order None: every image by name). whole_batches_of: keep
+    only the images of the script's n // b whole batches of b, in that order (the published FID scripts); shrink:
+    b becomes n when n < b (GFLA's guard).
+    The cache file name is a hash of the listing fingerprint, the identity, the reader, order and batching and
+    CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching.
     """
-    files = image_files(folder)
+    files = image_files(folder, order)
+    files = files[: whole_batches(len(files), whole_batches_of, shrink)]
+    if len(files) < 2:
+        raise InputError(f"{folder}: FID needs at least 2 real images, the protocol keeps {len(files)} (whole "
+                         f"batches of {whole_batches_of})")
     key = hashlib.sha256(
-        f"{listing_fingerprint(files)}|{extractor.identity}|{size}|v{CACHE_VERSION}".encode()
+        f"{listing_fingerprint(files)}|{extractor.identity}|{size}|{reader}|{order}|{whole_batches_of}|{shrink}"
+        f"|v{CACHE_VERSION}".encode()
     ).hexdigest()[:24]
     cache_file = Path(cache_dir) / f"real-{key}.npz" if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file) as data:
             return RealStatistics(data["mu"], data["sigma"], int(data["count"]), str(folder), cache_file, True)
-    loader = torch.utils.data.DataLoader(_Folder(files, size), batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(_Folder(files, size, reader), batch_size=batch_size, num_workers=workers)
     moments = RunningMoments()
     for batch in progress(loader) if progress else loader:
         moments.update(extractor(batch))

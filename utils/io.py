@@ -225,6 +225,15 @@ def truncation(data: np.ndarray | bytes) -> str | None:
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Decode a complete image file with cv2 (`flags` as cv2.imread: BGR for IMREAD_COLOR). ImageReadError
     naming the file when it is missing, unreadable, truncated or not decodable."""
+    image = cv2.imdecode(read_image_bytes(path), flags)
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt file or unknown format)")
+    return image
+
+
+def read_image_bytes(path: str | Path) -> np.ndarray:
+    """The bytes (uint8 array) of a complete image file, for any decoder; ImageReadError naming the file when
+    it is missing, unreadable, empty or truncated."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -237,7 +246,4 @@ def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     reason = truncation(data)
     if reason is not None:
         raise ImageReadError(f"{path}: {reason}; the file is incomplete, download or copy it again")
-    image = cv2.imdecode(data, flags)
-    if image is None:
-        raise ImageReadError(f"{path}: not a readable image (corrupt file or unknown format)")
-    return image
+    return data

@@ -3,23 +3,26 @@
     python evaluate.py --generated runs/00001-deepfashion/test-00200000/images --dataset-config configs/deepfashion.yaml
     python evaluate.py --generated DIR --dataset-config configs/market.yaml data.root=/data/market \
         --metrics ssim,mssim,lpips,mlpips --weights imagenet --out results/market
+    python evaluate.py ... --protocol release --names release --format jpg --metrics fid,lpips  # the authors'
+    python evaluate.py ... --protocol release --names release --metrics ssim  # their SSIM: PNGs, --quantise truncate
     python evaluate.py ... --metrics ssim,fid,lpips,pckh                       # PCKh with the built-in OpenPose
     python evaluate.py ... --pred-keypoints openpose-on-generated.csv          # PCKh from your estimator's CSV
     python evaluate.py ... --pose-estimator my_package.openpose:Estimator      # or run a pluggable estimator
 
 Reads the config's test pairs (`data.pairs_test`, capped by `data.max_test_pairs`), expects one generated image
-`<from-stem>___<to-stem>.png` per pair in --generated (test.py's naming), takes the ground truth from the test
-folder and the target keypoints from the test annotation CSV. Protocols (DESIGN.md section 6; details in each
-metrics/ module): SSIM as skimage with Gaussian weights; mask-SSIM / mask-LPIPS with the target pose mask; FID
-"posetransfer" (GFLA's script: torchvision's ImageNet Inception, real set = the training images) or "standard"
-(pytorch-fid's FID Inception, real set = the test images); LPIPS AlexNet v0.1; PCKh as PATN's script, on
-keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose COCO body
-model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
+per pair in --generated (test.py's naming: --names ours `<from-stem>___<to-stem>`, or release `<from>_<to>`, with
+the --format extension), takes the ground truth from the test folder and the target keypoints from the test
+annotation CSV. --protocol names how every metric is computed (metrics/protocols.py, README "Testing and
+evaluation"): clean (ours, the default: no published table used it), release (the authors' SPGNet scripts, the
+paper's Tables 1-2), patn (PATN's SSIM / Mask-SSIM / PCKh), gfla (GFLA's script/metrics.py). PCKh is PATN's
+script, on keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose
+COCO body model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
-computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout.
---weights random uses randomly initialised Inception/AlexNet/OpenPose networks (offline tests and the demo); such
-values are labelled RANDOM-INIT everywhere and are not comparable to published numbers.
+computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout, each
+naming the protocol of every metric. --weights random uses randomly initialised
+Inception/AlexNet/OpenPose networks (offline tests and the demo); such values are labelled RANDOM-INIT everywhere
+and are not comparable to published numbers.
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ import torch
 from tqdm import tqdm
 
 from data.annotations import read_annotations, read_pairs
-from data.datasets import generated_image_name
+from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name
 from metrics import estimators, openpose, table
-from metrics.fid import REAL_SET, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance, read_rgb
+from metrics.fid import NETWORKS, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance
 from metrics.fid import real_statistics as fid_real_statistics
+from metrics.files import crop_square_fashion, kept_mask, read_image, write_release_crops
 from metrics.lpips import LPIPSMetric
 from metrics.masks import pose_masks
 from metrics.pckh import pckh_counts, pckh_score
-from metrics.ssim import masked_ssim, ssim
+from metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from utils.cli import run_main
 from utils.config import load_config
 from utils.errors import InputError
@@ -56,14 +60,22 @@ class EvaluationError(InputError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generated", required=True, help="folder of generated <from-stem>___<to-stem>.png images")
+    p.add_argument("--generated", required=True, help="folder of generated images, one per test pair (test.py)")
     p.add_argument("--dataset-config", required=True, help="dataset YAML (data.* keys: root, test folder, CSVs)")
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides, e.g. data.root=/data/df")
     p.add_argument("--metrics", default=None,
                    help=f"comma list of {','.join(table.METRICS)} (default: the paper's set for the dataset; "
                         "pckh only when keypoints or an estimator are given, or when named here: then the "
                         "built-in OpenPose runs: tens of seconds per 256x176 image on a CPU, see README Speed)")
-    p.add_argument("--fid-protocol", choices=("posetransfer", "standard"), default="posetransfer")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="clean",
+                   help="how the metrics are computed: clean (ours, default; reproduces no published table), release "
+                        "(the authors' scripts: SPGNet Tables 1-2), patn (PATN's SSIM/Mask-SSIM/PCKh), gfla (GFLA's)")
+    p.add_argument("--names", choices=GENERATED_NAMES, default="ours",
+                   help="generated file names: ours <from>___<to>, release <from>_<to> (test.py --names)")
+    p.add_argument("--format", choices=GENERATED_FORMATS, default="png", help="generated file type (test.py --format)")
+    p.add_argument("--fid-network", choices=NETWORKS, default=None,
+                   help="clean protocol only: torchvision (ImageNet Inception, real set = training images; default) or "
+                        "standard (pytorch-fid's FID Inception, real set = test images)")
     p.add_argument("--fid-method", choices=("sqrtm", "eigh"), default="sqrtm",
                    help="matrix square root of the Frechet distance (sqrtm: pytorch-fid's; eigh: faster, same value)")
     p.add_argument("--fid-cache", default=None, help="folder for cached real-set statistics (default: "
@@ -100,14 +112,15 @@ class Pair:
     target: str
 
 
-def select_metrics(args: argparse.Namespace, dataset_name: str) -> tuple[str, ...]:
-    """--metrics, or the dataset's default set; the default runs PCKh only on given keypoints or estimator (the
-    built-in OpenPose is slow on a CPU, so it runs when --metrics names pckh)."""
+def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protocol) -> tuple[str, ...]:
+    """--metrics, or the paper's set for the dataset restricted to what the protocol defines; the default runs PCKh
+    only on given keypoints or estimator (the built-in OpenPose is slow on a CPU, so it runs when --metrics names
+    pckh)."""
     has_keypoints = args.pred_keypoints is not None or args.pose_estimator is not None
     if args.pred_keypoints and args.pose_estimator:
         raise EvaluationError("give --pred-keypoints or --pose-estimator, not both")
     if args.metrics is None:
-        chosen = table.default_metrics(dataset_name)
+        chosen = tuple(m for m in table.default_metrics(dataset_name) if getattr(protocol, m) is not None)
         if not has_keypoints:
             print("note: PCKh skipped (name it in --metrics to run the built-in OpenPose, or give "
                   "--pred-keypoints CSV or --pose-estimator)", file=sys.stderr)
@@ -116,10 +129,11 @@ def select_metrics(args: argparse.Namespace, dataset_name: str) -> tuple[str, ..
     return table.parse_metrics(args.metrics)
 
 
-def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool) -> tuple[list[Pair], list[str]]:
+def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool, names: str = "ours",
+               fmt: str = "png") -> tuple[list[Pair], list[str]]:
     """Pairs whose generated image exists; missing ones are an error unless allow_missing."""
     present = {p.name for p in generated.iterdir()}
-    items = [Pair(generated_image_name(s, t), s, t) for s, t in pairs]
+    items = [Pair(generated_image_name(s, t, names, fmt), s, t) for s, t in pairs]
     missing = [p.generated for p in items if p.generated not in present]
     if missing:
         shown = ", ".join(missing[:SHOW_MISSING]) + (" ..." if len(missing) > SHOW_MISSING else "")
@@ -134,26 +148,33 @@ def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: boo
 
 
 class PairImages(torch.utils.data.Dataset):
-    """(generated, ground truth) uint8 images, target keypoints and (optionally) the target pose mask."""
+    """(generated, ground truth) uint8 images as the protocol decodes them, target keypoints, optionally the target
+    pose mask, and, where the protocol crops DeepFashion 256x256 images for FID / LPIPS, the cropped pair: the
+    generated crop read from the crop folder the release's crop_img writes, the ground truth cropped alike."""
 
     def __init__(self, pairs: list[Pair], generated: Path, truth: Path, size: tuple[int, int],
-                 keypoints: np.ndarray, with_masks: bool):
+                 keypoints: np.ndarray, with_masks: bool, reader: str = "cv2", crops: Path | None = None):
         self.pairs, self.generated, self.truth, self.size = pairs, generated, truth, size
-        self.keypoints, self.with_masks = keypoints, with_masks
+        self.keypoints, self.with_masks, self.reader, self.crops = keypoints, with_masks, reader, crops
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> dict:
         p = self.pairs[i]
-        item = {
-            "index": i,
-            "generated": torch.from_numpy(read_rgb(self.generated / p.generated, self.size)).permute(2, 0, 1),
-            "truth": torch.from_numpy(read_rgb(self.truth / p.target, self.size)).permute(2, 0, 1),
-        }
+        real = read_image(self.truth / p.target, self.reader, self.size)  # (H,W,3) uint8
+        item = {"index": i, "generated": to_chw(read_image(self.generated / p.generated, self.reader, self.size)),
+                "truth": to_chw(real)}
+        if self.crops is not None:
+            item["generated_crop"] = to_chw(read_image(self.crops / p.generated, self.reader))
+            item["truth_crop"] = to_chw(crop_square_fashion(real))
         if self.with_masks:
             item["mask"] = pose_masks(self.keypoints[i : i + 1], *self.size)[0]  # (H,W) bool
         return item
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)  # (H,W,3) -> (3,H,W)
 
 
 def target_keypoints(pairs: list[Pair], annotations: dict[str, np.ndarray], path: Path) -> np.ndarray:
@@ -179,27 +200,37 @@ def predicted_keypoints(pairs: list[Pair], predictions: dict[str, np.ndarray], s
     return kp, have
 
 
-# ------------------------------------------------------------------------------------------ protocols in words
-
-SSIM_NOTE = "skimage SSIM, Gaussian sigma 1.5, population covariance, data_range 255, colour, mean over images"
-MSSIM_NOTE = "SSIM of both images times the target pose mask (Siarohin et al.'s produce_ma_mask)"
-LPIPS_NOTE = "lpips AlexNet v0.1, images in [-1,1], mean over images"
-MLPIPS_NOTE = "LPIPS on [-1,1] images times the target pose mask (GFLA's calculate_mask_lpips)"
-FID_NOTE = {
-    "posetransfer": "torchvision ImageNet Inception-v3 pool3 (GFLA's script), real set = {n} training images",
-    "standard": "pytorch-fid FID Inception pool3, real set = {n} test images",
-}
-PCKH_NOTE = "PATN's calPCKH: alpha 0.5 of the target head box, {right}/{valid} joints, {skipped} pairs skipped"
-
-
 # ------------------------------------------------------------------------------------------ main
+
+
+def kept_by_script(protocol: Protocol, metric: str, pairs: list[Pair], generated: Path) -> np.ndarray:
+    """(N,) bool: the pairs the protocol's script scores for FID / LPIPS (whole batches in its listing of the
+    folder it reads, `generated`)."""
+    spec = protocol.spec(metric)
+    names = [p.generated for p in pairs]
+    if spec.order is None:
+        return np.ones(len(pairs), dtype=bool)
+    return kept_mask(names, generated, spec.order, spec.whole_batches_of, spec.shrink)
+
+
+def protocol_note(protocol: Protocol, metric: str, kept: np.ndarray | None = None) -> str:
+    spec = protocol.spec(metric)
+    text = spec if isinstance(spec, str) else spec.text
+    if kept is not None and not kept.all():
+        text += f"; {int(kept.sum())} of {len(kept)} images in whole batches"
+    return f"{protocol.name}: {text}"
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     cfg = load_config(args.dataset_config, args.overrides)
-    chosen = select_metrics(args, cfg.data.name)
     root = Path(cfg.data.root)
     size = tuple(cfg.data.image_size)
+    if args.fid_network is not None and args.protocol != "clean":
+        raise EvaluationError(f"--fid-network is a choice of the clean protocol; --protocol {args.protocol} fixes "
+                              f"its own FID network")
+    protocol = get_protocol(args.protocol, size, args.fid_network or "torchvision")
+    chosen = select_metrics(args, cfg.data.name, protocol)
+    specs = {m: protocol.spec(m) for m in chosen}  # a metric the protocol lacks is an error before any work
     generated = Path(args.generated)
     if not generated.is_dir():
         raise EvaluationError(f"--generated {generated}: not a folder")
@@ -208,8 +239,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     test_pairs = read_pairs(pairs_file)
     if cfg.data.max_test_pairs is not None:
         test_pairs = test_pairs[: cfg.data.max_test_pairs]
-    pairs, missing = find_pairs(test_pairs, generated, args.allow_missing)
+    pairs, missing = find_pairs(test_pairs, generated, args.allow_missing, args.names, args.format)
     kp_target = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
+    crops = None
+    if protocol.crops(size) and any(m in chosen for m in ("fid", "lpips", "mlpips")):
+        crops = write_release_crops(generated, [p.generated for p in pairs], out_dir / "release_crop")
+    view = crops or generated  # the folder FID / LPIPS read
+    kept = {m: kept_by_script(protocol, m, pairs, view) for m in ("fid", "lpips", "mlpips") if m in chosen}
+    if "fid" in kept and kept["fid"].sum() < 2:
+        raise EvaluationError(f"protocol {protocol.name}: FID keeps {int(kept['fid'].sum())} of {len(pairs)} "
+                              f"generated images (whole batches of {specs['fid'].whole_batches_of}); it needs 2")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     random = args.weights == "random"
 
@@ -219,7 +258,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     inception = None
     if "fid" in chosen:
         weights = "random" if random else (args.inception_weights or "imagenet")
-        inception = InceptionFeatures(args.fid_protocol, weights).to(device)
+        inception = InceptionFeatures(specs["fid"].network, weights, input_transform=specs["fid"].input_transform)
+        inception = inception.to(device)
     estimator, openpose_estimator = None, None
     if "pckh" in chosen and args.pred_keypoints is None:
         if args.pose_estimator:
@@ -231,26 +271,29 @@ def evaluate(args: argparse.Namespace) -> dict:
     estimator_name = args.pose_estimator or "built-in OpenPose"
 
     with_masks = "mssim" in chosen or "mlpips" in chosen
-    dataset = PairImages(pairs, generated, root / cfg.data.test_dir, size, kp_target, with_masks)
+    dataset = PairImages(pairs, generated, root / cfg.data.test_dir, size, kp_target, with_masks, protocol.reader,
+                         crops)
     workers = cfg.data.num_workers if args.workers is None else args.workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
     per_image: dict[str, np.ndarray] = {k: np.full(len(pairs), np.nan) for k in ("ssim", "mssim", "lpips", "mlpips")}
     moments = RunningMoments()
     predictions: dict[str, np.ndarray] = {}
-    for batch in tqdm(loader, desc="evaluate", disable=args.quiet, dynamic_ncols=True):
+    for batch in tqdm(loader, desc=f"evaluate ({protocol.name})", disable=args.quiet, dynamic_ncols=True):
         idx = batch["index"].numpy()
         fake, real = batch["generated"].to(device), batch["truth"].to(device)  # (B,3,H,W) uint8
+        fake_view = batch["generated_crop"].to(device) if crops else fake  # what FID / LPIPS see
+        real_view = batch["truth_crop"].to(device) if crops else real
         masks = batch["mask"].to(device) if with_masks else None  # (B,H,W) bool
         if "ssim" in chosen:
-            per_image["ssim"][idx] = ssim(fake, real).cpu().numpy()
+            per_image["ssim"][idx] = specs["ssim"](fake, real).cpu().numpy()
         if "mssim" in chosen:
-            per_image["mssim"][idx] = masked_ssim(fake, real, masks).cpu().numpy()
+            per_image["mssim"][idx] = specs["mssim"](fake, real, masks).cpu().numpy()
         if "lpips" in chosen:
-            per_image["lpips"][idx] = lpips_model(fake, real).cpu().numpy()
+            per_image["lpips"][idx] = lpips_model(fake_view, real_view).cpu().numpy()
         if "mlpips" in chosen:
-            per_image["mlpips"][idx] = lpips_model(fake, real, masks).cpu().numpy()
-        if inception is not None:
-            moments.update(inception(fake))
+            per_image["mlpips"][idx] = lpips_model(fake_view, real_view, masks).cpu().numpy()
+        if inception is not None and kept["fid"][idx].any():
+            moments.update(inception(fake_view[torch.from_numpy(kept["fid"][idx]).to(device)]))
         if estimator is not None:
             names = [pairs[i].generated for i in idx]
             images = batch["generated"].permute(0, 2, 3, 1).numpy()  # (B,H,W,3) uint8 RGB
@@ -258,26 +301,32 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     results: list[table.MetricResult] = []
     n = len(pairs)
-    notes = {"ssim": SSIM_NOTE, "mssim": MSSIM_NOTE, "lpips": LPIPS_NOTE, "mlpips": MLPIPS_NOTE}
     for key in ("ssim", "mssim"):
         if key in chosen:
-            results.append(table.MetricResult(key, float(per_image[key].mean()), n, notes[key]))
+            results.append(table.MetricResult(key, specs[key].aggregate(per_image[key]), n,
+                                              protocol_note(protocol, key), preset=protocol.name))
     info_fid = {}
     if inception is not None:
-        real_dir = root / (cfg.data.train_dir if REAL_SET[args.fid_protocol] == "train" else cfg.data.test_dir)
+        spec = specs["fid"]
+        real_dir = root / (cfg.data.train_dir if spec.real_set == "train" else cfg.data.test_dir)
         cache = None if args.no_fid_cache else Path(args.fid_cache) if args.fid_cache else default_cache_dir()
-        real = fid_real_statistics(real_dir, inception, cache, args.batch_size, size, workers,
-                                   None if args.quiet else lambda it: tqdm(it, desc=f"FID real set ({real_dir})"))
+        # the published scripts read real images of any size (each resized to 299); ours must match the config
+        real = fid_real_statistics(real_dir, inception, cache, args.batch_size,
+                                   size if spec.order is None else None, workers,
+                                   None if args.quiet else lambda it: tqdm(it, desc=f"FID real set ({real_dir})"),
+                                   protocol.reader, spec.order, spec.whole_batches_of, spec.shrink)
         mu, sigma = moments.statistics()
         value = frechet_distance(real.mu, real.sigma, mu, sigma, method=args.fid_method)
-        results.append(table.MetricResult("fid", value, n, FID_NOTE[args.fid_protocol].format(n=real.count)
-                                          + f", {args.fid_method}", random))
+        note = protocol_note(protocol, "fid", kept["fid"]) + f"; {real.count} real images; {args.fid_method}"
+        results.append(table.MetricResult("fid", value, int(kept["fid"].sum()), note, random, protocol.name))
         info_fid = {"fid_real_folder": str(real_dir), "fid_real_images": real.count,
                     "fid_real_cache": str(real.cache_file) if real.cache_file else None,
                     "fid_real_cache_hit": real.cache_hit, "fid_inception": inception.weights_source}
     for key in ("lpips", "mlpips"):
         if key in chosen:
-            results.append(table.MetricResult(key, float(per_image[key].mean()), n, notes[key], random))
+            used = kept[key]
+            results.append(table.MetricResult(key, float(per_image[key][used].mean()), int(used.sum()),
+                                              protocol_note(protocol, key, used), random, protocol.name))
     pckh_rows = None
     if "pckh" in chosen:
         if estimator is not None:
@@ -290,35 +339,41 @@ def evaluate(args: argparse.Namespace) -> dict:
         pckh_rows = {k: np.zeros(n, v.dtype) for k, v in counts.items()}
         for k, v in counts.items():
             pckh_rows[k][have] = v
-        note = PCKH_NOTE.format(right=int(counts["right"].sum()), valid=int(counts["valid"].sum()),
-                                skipped=int((~counts["used"]).sum())) + f"; keypoints from {source}"
+        note = (protocol_note(protocol, "pckh") + f": {int(counts['right'].sum())}/{int(counts['valid'].sum())} "
+                f"joints, {int((~counts['used']).sum())} pairs skipped; keypoints from {source}")
         if openpose_estimator is not None:
             note += f" ({openpose_estimator.protocol})"
         results.append(table.MetricResult("pckh", pckh_score(counts), int(counts["used"].sum()), note,
-                                          openpose_estimator is not None and openpose_estimator.random))
+                                          openpose_estimator is not None and openpose_estimator.random,
+                                          protocol.name))
 
     info = {
         "images": n,
+        "protocol": protocol.name,
+        "protocol_reproduces": protocol.reproduces,
         "weights": ("random (RANDOM-INIT backbones: not comparable to published numbers)" if random
                     else "imagenet (pretrained backbones from the torch hub cache or the given paths)"),
-        "fid_protocol": args.fid_protocol if "fid" in chosen else "n/a",
         "dataset": cfg.data.name,
         "dataset_root": str(root),
         "generated": str(generated),
         "missing_pairs": len(missing),
+        **({"release_crop_folder": str(crops)} if crops else {}),
         **info_fid,
         **({"lpips_trunk": lpips_model.weights_source} if lpips_model is not None else {}),
     }
     columns = ["generated", "source", "target", *[k for k in ("ssim", "mssim", "lpips", "mlpips") if k in chosen]]
+    used_columns = [f"{k}_used" for k in ("fid", "lpips", "mlpips") if k in kept and not kept[k].all()]
     rows = []
     for i, p in enumerate(pairs):
         row = {"generated": p.generated, "source": p.source, "target": p.target}
         row.update({k: repr(float(per_image[k][i])) for k in columns[3:]})
+        row.update({c: int(kept[c[: -len("_used")]][i]) for c in used_columns})
         if pckh_rows is not None:
             used = bool(pckh_rows["used"][i])
             row.update({"pckh_right": int(pckh_rows["right"][i]) if used else "",
                         "pckh_valid": int(pckh_rows["valid"][i]) if used else ""})
         rows.append(row)
+    columns += used_columns
     if pckh_rows is not None:
         columns += ["pckh_right", "pckh_valid"]
     paths = table.write_outputs(out_dir, results, info, rows, columns)

@@ -56,9 +56,19 @@ def flow_file_name(src: str, tgt: str) -> str:
     return f"{stem(src)}___{stem(tgt)}.npz"
 
 
-def generated_image_name(src: str, tgt: str) -> str:
-    """The file test.py writes for a pair and evaluate.py reads: '<from-stem>___<to-stem>.png' (no folders)."""
-    return f"{Path(src).stem}___{Path(tgt).stem}.png"
+GENERATED_NAMES = ("ours", "release")
+GENERATED_FORMATS = ("png", "jpg")
+
+
+def generated_image_name(src: str, tgt: str, names: str = "ours", fmt: str = "png") -> str:
+    """The file test.py writes for a pair and evaluate.py reads (no folders): names "ours" '<from-stem>___<to-stem>'
+    (PATN's separator), "release" '<from-stem>_<to-stem>' (the authors' test script: '%s_%s.jpg' % (sid1, sid2)),
+    with the extension of `fmt` (png or jpg)."""
+    if names not in GENERATED_NAMES or fmt not in GENERATED_FORMATS:
+        raise ValueError(f"generated_image_name: names {names!r} / format {fmt!r}; known: {GENERATED_NAMES} / "
+                         f"{GENERATED_FORMATS}")
+    separator = "___" if names == "ours" else "_"
+    return f"{Path(src).stem}{separator}{Path(tgt).stem}.{fmt}"
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 metrics.json, metrics.csv and per_image.csv.
 
 metrics.json keeps the values under "metrics" (scripts/report.py reads data.get("metrics", data)) and everything
-needed to read them beside: the image count, the weights, the FID protocol, one protocol note per metric.
+needed to read them beside: the image count, the weights, the protocol's name (metrics/protocols.py), and per
+metric a label carrying that name ("SSIM [release]") and a note on how it was computed.
 Values from randomly initialised backbones (FID, LPIPS with --weights random) are labelled as such in the table
 and in "labels"; they only show that the pipeline runs and are not comparable to published numbers.
 """
@@ -49,10 +50,11 @@ class MetricResult:
     count: int  # images (pairs) that entered the value; for PCKh the pairs used
     protocol: str  # how it was computed, in words
     random_backbone: bool = False
+    preset: str = "clean"  # the protocol's name (metrics/protocols.py)
 
     @property
     def label(self) -> str:
-        base = LABELS[self.key]
+        base = f"{LABELS[self.key]} [{self.preset}]"
         if self.random_backbone:
             return f"{base} (RANDOM-INIT {BACKBONE[self.key]}: not comparable to published numbers)"
         return base
@@ -67,8 +69,8 @@ def _fmt(value: float) -> str:
 def markdown_table(results: Sequence[MetricResult], info: Mapping[str, object]) -> str:
     arrows = {True: "higher", False: "lower"}
     lines = [
-        f"Evaluated {info.get('images')} generated images ({info.get('generated')}); weights: {info.get('weights')}; "
-        f"FID protocol: {info.get('fid_protocol')}",
+        f"Evaluated {info.get('images')} generated images ({info.get('generated')}); protocol: "
+        f"{info.get('protocol')} ({info.get('protocol_reproduces')}); weights: {info.get('weights')}",
         "",
         "| Metric | Value | Better | Images | Protocol |",
         "|---|---:|---|---:|---|",
@@ -101,13 +103,13 @@ def _json_safe(value):
 def write_outputs(out_dir: str | Path, results: Sequence[MetricResult], info: Mapping[str, object],
                   per_image: Sequence[Mapping[str, object]], per_image_columns: Sequence[str]) -> dict[str, Path]:
     """metrics.json, metrics.csv and per_image.csv in out_dir. Both CSVs carry the image count, the weights and
-    the FID protocol as columns, so a CSV read on its own still says what it measured."""
+    the protocol's name as columns, so a CSV read on its own still says what it measured."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "per_image": out / "per_image.csv"}
     write_json(paths["json"], _json_safe(metrics_json(results, info)))
-    common = {"images": info.get("images"), "weights": info.get("weights"), "fid_protocol": info.get("fid_protocol")}
-    write_csv(paths["csv"], ["metric", "label", "value", "count", "protocol", *common],
+    common = {"images": info.get("images"), "weights": info.get("weights"), "protocol": info.get("protocol")}
+    write_csv(paths["csv"], ["metric", "label", "value", "count", "computed_as", *common],
               ([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()] for r in results))
     write_csv(paths["per_image"], [*per_image_columns, *common],
               ([*(row.get(k, "") for k in per_image_columns), *common.values()] for row in per_image))

@@ -93,16 +93,23 @@ def results_grid(grids_dir: Path, rows: int = 8) -> str:
 
 
 def metrics_table(metrics_path: Path | None) -> str:
+    """evaluate.py's metrics.json as a table: each metric's label (which names its protocol), value and how it was
+    computed; the run's other fields below."""
     if metrics_path is None or not metrics_path.is_file():
         return "<p>(no metrics.json)</p>"
     data = json.loads(metrics_path.read_text())
     values = data.get("metrics", data)
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4f}</td></tr>" if isinstance(v, (int, float))
-                   else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in values.items())
-    notes = {k: v for k, v in data.items() if k != "metrics"}
+    labels, protocols = data.get("labels", {}), data.get("protocols", {})
+
+    def cell(v) -> str:
+        return f"{v:.4f}" if isinstance(v, (int, float)) else html.escape(str(v))
+
+    rows = "".join(f"<tr><td>{html.escape(str(labels.get(k, k)))}</td><td>{cell(v)}</td>"
+                   f"<td>{html.escape(str(protocols.get(k, '')))}</td></tr>" for k, v in values.items())
+    notes = {k: v for k, v in data.items() if k not in ("metrics", "labels", "protocols")}
     note_html = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in notes.items())
-    return f"<table>{rows}</table><ul>{note_html}</ul>"
+    return (f"<table><tr><th>metric</th><th>value</th><th>computed as</th></tr>{rows}</table>"
+            f"<ul>{note_html}</ul>")
 
 
 def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, metrics: Path | None,

@@ -3,8 +3,11 @@
     python test.py --config configs/deepfashion.yaml --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt
     python test.py ... --out results/df --pairs my-pairs.csv --grids --parsing --skip-existing
 
-Writes one image per pair, `<from-stem>___<to-stem>.png` (the naming the field's evaluation scripts read),
-into --out (default: <run folder>/test-<step>/images). `--grids` adds side-by-side pictures
+Writes one image per pair, `<from-stem>___<to-stem>.png`, into --out (default: <run folder>/test-<step>/images).
+`--format jpg --names release --quantise truncate` writes the files the authors' test script writes (cv2 JPEG,
+quality 95, `<from-stem>_<to-stem>.jpg`, ((x + 1) * 127.5) truncated to uint8), which their metric scripts and
+`evaluate.py --protocol release` read; a PNG with `--quantise truncate` holds exactly the uint8 image their
+test-time SSIM scored (`--format png+jpg` writes both). `--grids` adds side-by-side pictures
 (source | target pose | predicted parsing | generated | ground truth) and `--parsing` the predicted parsing
 maps as colour PNGs. Then: python evaluate.py --generated <out>/images --dataset-config <config>.
 
@@ -19,10 +22,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import cv2
 import torch
 from tqdm import tqdm
 
-from data.datasets import generated_image_name
+from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name
 from data.loaders import build_dataset, build_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from models.pipeline import load_pipeline
@@ -49,7 +53,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-existing", action="store_true",
                    help="skip pairs whose requested outputs exist and decode completely at the right size")
     p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    p.add_argument("--format", choices=(*GENERATED_FORMATS, "png+jpg"), default="png",
+                   help="png (lossless), jpg (cv2, quality 95, as the authors' test script), or both")
+    p.add_argument("--names", choices=GENERATED_NAMES, default="ours",
+                   help="ours: <from>___<to>; release: <from>_<to>, the authors' test script's names")
+    p.add_argument("--quantise", choices=("round", "truncate"), default="round",
+                   help="(x+1)*127.5 to uint8: rounded, or truncated as the authors' test script")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
+
+
+JPEG_QUALITY = [cv2.IMWRITE_JPEG_QUALITY, 95]  # cv2's default: what the authors' cv2.imwrite(name.jpg, img) writes
+
+
+def pair_files(src: str, tgt: str, outputs: dict[str, tuple[int, ...]], names: str, formats: list[str]
+               ) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(folder, file name, shape) of every file written for a pair: the generated image in each format, the grid
+    and the parsing picture in the first."""
+    return [(sub, generated_image_name(src, tgt, names, fmt), shape) for sub, shape in outputs.items()
+            for fmt in (formats if sub == "images" else formats[:1])]
 
 
 def refuse_dataset_folder(out: Path, cfg) -> None:
@@ -98,6 +119,7 @@ def main(argv: list[str] | None = None) -> Path:
         if removed:
             print(f"note: removed {removed} temporary files left in {out / sub} by an interrupted run")
     images_dir = out / "images"
+    formats = args.format.split("+")
 
     pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
 
@@ -106,9 +128,8 @@ def main(argv: list[str] | None = None) -> Path:
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
     wanted = len(indices)
     if args.skip_existing:
-        names = [generated_image_name(*dataset.pairs[i]) for i in indices]
-        indices = [i for i, name in zip(indices, names)
-                   if not all(complete(out / sub / name, shape) for sub, shape in outputs.items())]
+        indices = [i for i in indices if not all(complete(out / sub / name, shape) for sub, name, shape in
+                                                  pair_files(*dataset.pairs[i], outputs, args.names, formats))]
     subset = torch.utils.data.Subset(dataset, indices)
     loader = build_loader(subset, args.batch_size or cfg.test.batch_size,
                           cfg.data.num_workers if args.workers is None else args.workers,
@@ -118,19 +139,21 @@ def main(argv: list[str] | None = None) -> Path:
         batch = to_device(batch, device, channels_last=False)
         rendered = pipe.render(batch)  # adds the pose maps to the batch when the loader shipped keypoints
         logits = rendered.logits
-        generated = to_uint8(rendered.image)
+        generated = to_uint8(rendered.image, truncate=args.quantise == "truncate")
         grid_cols = None
         if args.grids:
             grid_cols = [to_uint8(batch["src_image"]), pose_picture(batch["tgt_pose"]), parsing_picture(logits),
                          generated, to_uint8(batch["tgt_image"])]
         colour_parsing = parsing_picture(logits) if args.parsing else None
         for i, (src_name, tgt_name) in enumerate(zip(batch["src_name"], batch["tgt_name"])):
-            name = generated_image_name(src_name, tgt_name)
-            write_image(images_dir / name, generated[i])
-            if grid_cols is not None:
-                write_image(out / "grids" / name, comparison_grid([c[i : i + 1] for c in grid_cols]))
-            if colour_parsing is not None:
-                write_image(out / "parsing" / name, colour_parsing[i])
+            for sub, name, _ in pair_files(src_name, tgt_name, outputs, args.names, formats):
+                if sub == "images":
+                    picture = generated[i]
+                elif sub == "grids":
+                    picture = comparison_grid([c[i : i + 1] for c in grid_cols])
+                else:
+                    picture = colour_parsing[i]
+                write_image(out / sub / name, picture, params=JPEG_QUALITY if name.endswith(".jpg") else ())
             done += 1  # every write above raised if it failed: this counts complete pairs only
     kept = wanted - len(indices)
     print(f"wrote {done} images to {images_dir}" + (f" ({kept} complete ones kept)" if kept else ""))

@@ -28,14 +28,16 @@ def from_uint8(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return chw.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
 
 
-def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) in [-1,1] -> (B,3,H,W) uint8, rounding as the field's scripts do ((x+1)*127.5)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def to_uint8_tensor(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    """(B,3,H,W) in [-1,1] -> (B,3,H,W) uint8 from (x+1)*127.5: rounded, or truncated as the authors' test script
+    does (((x + 1) * 127.5).clip(0, 255).astype(np.uint8), in float32)."""
+    x = (images.detach().float().clamp(-1, 1) + 1) * 127.5
+    return (x if truncate else x.round()).to(torch.uint8)  # .to(uint8) truncates the non-negative values
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
+def to_uint8(images: torch.Tensor, truncate: bool = False) -> np.ndarray:
     """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8 numpy (the inverse of `from_uint8`, up to rounding)."""
-    return to_uint8_tensor(images).permute(0, 2, 3, 1).cpu().numpy()
+    return to_uint8_tensor(images, truncate).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def pose_picture(pose: torch.Tensor) -> np.ndarray:

@@ -58,8 +58,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def expected_images(market: Path, checkpoint: Path) -> dict[str, np.ndarray]:
-    """The test-time path written out here: SPATN -> one-hot argmax -> SPGNet with the frozen flow, in eval."""
+def expected_images(market: Path, checkpoint: Path, truncate: bool = False) -> dict[str, np.ndarray]:
+    """The test-time path written out here: SPATN -> one-hot argmax -> SPGNet with the frozen flow, in eval;
+    uint8 by rounding, or by truncation as the authors' test script (((x + 1) * 127.5).clip(0, 255).astype)."""
     cfg = load_config(CONFIG, [*TINY, f"data.root={market}"])
     state = ck.load_checkpoint(checkpoint)["models"]
     nets = build_all(cfg)
@@ -76,7 +77,8 @@ def expected_images(market: Path, checkpoint: Path) -> dict[str, np.ndarray]:
         flow = nets["flow"](src_pose, tgt_pose)
         image = nets["generator"](s["src_image"][None], tgt_pose, s["src_parsing"][None], parsing, flow.flow,
                                   flow.vis_logits.argmax(1))[0]  # (3,H,W)
-        pixels = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        scaled = ((image + 1) * 127.5).permute(1, 2, 0).numpy()
+        pixels = scaled.clip(0, 255).astype(np.uint8) if truncate else np.round(scaled.clip(0, 255)).astype(np.uint8)
         out[generated_image_name(s["src_name"], s["tgt_name"])] = pixels
     return out
 
@@ -91,6 +93,26 @@ def test_images_are_the_test_time_path_of_the_checkpoint(market_people, checkpoi
         # batched and single-pair convolutions may differ in the last float bit, which can flip a rounding
         assert np.abs(got - pixels).max() <= 1, name
         assert (got != pixels).mean() < 0.01, name
+
+
+def test_release_files_truncated_png_and_cv2_jpeg_with_release_names(market_people, checkpoint, tmp_path):
+    images = run_test(market_people, checkpoint, tmp_path / "r", "--format", "png+jpg", "--names", "release",
+                      "--quantise", "truncate", "--batch-size", "3")
+    expected = expected_images(market_people, checkpoint, truncate=True)
+    pairs = read_pairs(market_people / "market-pairs-test.csv")
+    stems = sorted(f"{Path(a).stem}_{Path(b).stem}" for a, b in pairs)  # the authors' '%s_%s.jpg' % (sid1, sid2)
+    assert sorted(p.stem for p in images.glob("*.png")) == stems == sorted(p.stem for p in images.glob("*.jpg"))
+    flips = 0
+    for (a, b), name in zip(pairs, (generated_image_name(a, b) for a, b in pairs)):
+        stem = f"{Path(a).stem}_{Path(b).stem}"
+        got = read_rgb(images / f"{stem}.png")
+        assert np.abs(got.astype(int) - expected[name]).max() <= 1, stem  # batched convolutions: last-bit flips
+        flips += int((got != expected[name]).sum())
+        jpeg = (images / f"{stem}.jpg").read_bytes()
+        assert jpeg == cv2.imencode(".jpg", np.ascontiguousarray(got[..., ::-1]))[1].tobytes()  # cv2's quality 95
+    rounded = expected_images(market_people, checkpoint)
+    assert flips < 0.01 * sum(p.size for p in expected.values())
+    assert any((rounded[n] != expected[n]).any() for n in expected)  # truncation is not rounding
 
 
 def test_grids_and_parsing_are_written_per_pair(market_people, checkpoint, tmp_path):

@@ -22,6 +22,7 @@ from data.annotations import read_annotations, write_annotations, write_pairs
 from data.pose import pose_mask
 from metrics import openpose
 from metrics.pckh import pckh
+from metrics.protocols import get_protocol
 
 H, W = 64, 48
 REPO = Path(__file__).resolve().parents[1]
@@ -153,9 +154,10 @@ def test_evaluate_end_to_end_matches_per_metric_computations(fake):
 def test_evaluate_table_labels_random_backbones(fake, capsys):
     run(fake, "--metrics", "ssim,lpips")
     table = capsys.readouterr().out
-    assert "| SSIM | " in table and "| higher |" in table and "| lower |" in table
-    assert "LPIPS (RANDOM-INIT AlexNet trunk: not comparable to published numbers)" in table
-    assert "Evaluated 5 generated images" in table
+    assert "| SSIM [clean] | " in table and "| higher |" in table and "| lower |" in table
+    assert "LPIPS [clean] (RANDOM-INIT AlexNet trunk: not comparable to published numbers)" in table
+    assert "Evaluated 5 generated images" in table and "protocol: clean (no published table" in table
+    assert "| clean: Gaussian sigma 1.5" in table
 
 
 def test_missing_pair_is_reported_and_allowed_on_request(fake):
@@ -198,9 +200,14 @@ def test_pckh_default_metrics_skip_it_and_missing_predictions(fake, capsys):
     with pytest.raises(evaluate.EvaluationError, match="no predicted keypoints for 1 generated image"):
         run(fake, "--metrics", "pckh", "--pred-keypoints", str(fake["pred"]))
     args = evaluate.parse_args(["--generated", "g", "--dataset-config", "c"])
-    assert evaluate.select_metrics(args, "market") == ("ssim", "mssim", "fid", "lpips", "mlpips")
+    clean = get_protocol("clean", (128, 64))
+    assert evaluate.select_metrics(args, "market", clean) == ("ssim", "mssim", "fid", "lpips", "mlpips")
     assert "PCKh skipped" in capsys.readouterr().err
-    assert evaluate.select_metrics(args, "deepfashion") == ("ssim", "fid", "lpips")
+    assert evaluate.select_metrics(args, "deepfashion", clean) == ("ssim", "fid", "lpips")
+    # a protocol's defaults are the paper's set restricted to what its script computes
+    assert evaluate.select_metrics(args, "market", get_protocol("patn", (128, 64))) == ("ssim", "mssim")
+    assert evaluate.select_metrics(args, "deepfashion", get_protocol("release", (256, 256))) == ("ssim", "fid",
+                                                                                                   "lpips")
 
 
 FIXED_POSE = np.zeros((18, 2), np.int64)  # set by the test
@@ -227,9 +234,9 @@ def test_pose_estimator_writes_predictions(fake, monkeypatch):
 class ColourStats:
     """A cheap stand-in for InceptionFeatures (same interface): per-channel mean and std, 6-d features."""
 
-    def __init__(self, protocol: str, weights: str):
-        self.protocol, self.weights_source, self.random = protocol, weights, weights == "random"
-        self.identity = f"colour-stats|{protocol}|{weights}"
+    def __init__(self, network: str, weights: str, input_transform: str):
+        self.network, self.weights_source, self.random = network, weights, weights == "random"
+        self.identity = f"colour-stats|{network}|{weights}|{input_transform}"
 
     def to(self, device) -> ColourStats:
         return self
@@ -244,14 +251,15 @@ def colour_stats(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([x.mean(1), x.std(1, ddof=1)], axis=1)
 
 
-@pytest.mark.parametrize("protocol, real_split, real_count", [("posetransfer", "train", 3), ("standard", "test", 6)])
-def test_fid_wiring_real_set_cache_and_distance(fake, monkeypatch, protocol, real_split, real_count):
+@pytest.mark.parametrize("network, real_split, real_count", [("torchvision", "train", 3), ("standard", "test", 6)])
+def test_fid_wiring_real_set_cache_and_distance(fake, monkeypatch, network, real_split, real_count):
     monkeypatch.setattr(evaluate, "InceptionFeatures", ColourStats)
     cache = fake["tmp"] / "fid-cache"
-    args = ("--metrics", "fid", "--fid-protocol", protocol, "--fid-cache", str(cache))
+    args = ("--metrics", "fid", "--fid-network", network, "--fid-cache", str(cache))
     data = run(fake, *args)
     assert data["fid_real_folder"] == str(fake["root"] / real_split) and data["fid_real_images"] == real_count
-    assert not data["fid_real_cache_hit"] and data["fid_protocol"] == protocol
+    assert not data["fid_real_cache_hit"] and data["protocol"] == "clean"
+    assert data["labels"]["fid"].startswith("FID [clean]") and network in data["protocols"]["fid"]
     assert "RANDOM-INIT Inception" in data["labels"]["fid"]
     real = colour_stats([read_rgb(p) for p in sorted((fake["root"] / real_split).iterdir())])
     gen = colour_stats([read_rgb(fake["generated"] / n) for n in fake["names"]])

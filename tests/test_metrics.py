@@ -87,10 +87,42 @@ def test_ssim_matches_skimage_on_random_and_extreme_images():
     assert ours[1] == pytest.approx(1.0, abs=1e-6)
 
 
+SSIM_VARIANTS = [  # (our arguments, skimage's arguments but data_range, tolerance)
+    (dict(window="uniform", sample_covariance=True), dict(win_size=7, use_sample_covariance=True), 1e-9),
+    (dict(data_range="generated", dtype=torch.float64),
+     dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False), 1e-9),
+    (dict(data_range="generated"), dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False), 5e-6),
+    (dict(window="uniform", win_size=5, sample_covariance=False), dict(win_size=5, use_sample_covariance=False), 1e-9),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, tol", SSIM_VARIANTS)
+def test_ssim_variants_match_skimage(ours, theirs, tol):
+    """Each published call (the authors' skimage defaults; PATN's / GFLA's data range = generated max - min) on
+    natural, masked, random, flat and identical pairs."""
+    a = natural_images(4, 128, 64, seed=5)
+    b = np.clip(a.astype(int) + np.random.default_rng(6).integers(-25, 26, a.shape), 0, 255).astype(np.uint8)
+    mask = pose_mask(market_keypoints(7), 128, 64)[..., None]
+    a[1], b[1] = a[1] * mask, b[1] * mask  # masked: large equal zero regions
+    a[2] = np.random.default_rng(8).integers(0, 256, a[2].shape)
+    a[3], b[3] = 200, 30  # flat
+    values = ssim(to_tensor(a), to_tensor(b), **ours).numpy()
+    generated = "data_range" in ours
+    expected = [structural_similarity(y, x, channel_axis=-1, **theirs,
+                                      data_range=float(x.max()) - float(x.min()) if generated else 255)
+                for x, y in zip(a, b)]
+    np.testing.assert_allclose(values, expected, rtol=0, atol=tol)
+    flat = a[3:4].copy()
+    flat[..., 0] = 0  # a generated image spanning 0..200
+    assert ssim(to_tensor(flat), to_tensor(flat), **ours).item() == pytest.approx(1.0, abs=1e-12)
+
+
 def test_ssim_rejects_bad_inputs():
     x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     with pytest.raises(TypeError, match="uint8"):
-        ssim(x.float(), x.float())
+        ssim(x.float(), x)
+    with pytest.raises(TypeError, match="uint8"):
+        ssim(x.long(), x.long())
     with pytest.raises(ValueError, match="same shape"):
         ssim(x, torch.zeros(1, 3, 32, 31, dtype=torch.uint8))
     with pytest.raises(ValueError, match="smaller than the 11x11"):
@@ -193,12 +225,12 @@ def test_standard_inception_matches_pytorch_fid_wrapper(two_images, monkeypatch)
     torch.testing.assert_close(ours(two_images[:1]), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_posetransfer_inception_matches_torchvision_forward(two_images, tmp_path):
+def test_torchvision_inception_matches_torchvision_forward(two_images, tmp_path):
     torch.manual_seed(10)
     tv = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
     path = tmp_path / "inception_v3_google-0cc3c7bd.pth"
     torch.save(tv.state_dict(), path)
-    ours = InceptionFeatures("posetransfer", str(path))
+    ours = InceptionFeatures("torchvision", str(path))
     assert ours.weights_source == str(path) and not ours.random
     tv.fc = torch.nn.Identity()  # torchvision's forward then returns the pooled (dropout is off in eval) features
     tv.eval()
@@ -214,7 +246,7 @@ def test_inception_imagenet_weights_missing(monkeypatch, tmp_path):
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         InceptionFeatures("standard", "imagenet")
     with pytest.raises(MissingWeightsError, match="inception_v3_google-0cc3c7bd.pth"):
-        InceptionFeatures("posetransfer", "imagenet")
+        InceptionFeatures("torchvision", "imagenet")
 
 
 class MeanColour:

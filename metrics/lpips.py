@@ -1,5 +1,6 @@
 """LPIPS and mask-LPIPS with the `lpips` package (Zhang et al., CVPR 2018): AlexNet trunk, version 0.1, images in
-[-1, 1] (x / 127.5 - 1, as GFLA's script/metrics.py), as the pose-transfer papers report it.
+[-1, 1] (x / 127.5 - 1, as the authors' and GFLA's scripts feed it). Which images a protocol scores (the scripts
+drop the remainder of batches of 64, the release crops DeepFashion) is metrics/protocols.py's business.
 
 The package's linear calibration layers ship inside the package (lpips/weights/v0.1/alex.pth). Its AlexNet trunk
 would normally be downloaded by torchvision; here it never is: the model is always built with pnet_rand=True

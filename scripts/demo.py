@@ -82,7 +82,7 @@ def main() -> None:
          "--out", str(metrics_dir), "--weights", "random", "--metrics", "ssim,mssim,lpips,mlpips,fid",
          # FID against the 54 test images (not the training set) and the faster, equal square root: the
          # random-init Inception makes it a smoke test here, not a number to compare
-         "--fid-protocol", "standard", "--fid-method", "eigh"])
+         "--fid-network", "standard", "--fid-method", "eigh"])
 
     # 6. the report
     minutes = (time.time() - started) / 60

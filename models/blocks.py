@@ -45,15 +45,16 @@ class DownBlock(nn.Sequential):
 
 
 class UpBlock(nn.Sequential):
-    """ReLU -> 3x3 conv to 4 Cout -> PixelShuffle(2) -> BN: (B,Cin,h,w) -> (B,Cout,2h,2w) (paper's UpBlock)."""
+    """ReLU -> 3x3 conv to 4 Cout -> PixelShuffle(2) -> BN: (B,Cin,h,w) -> (B,Cout,2h,2w) (paper's UpBlock).
+    norm=False drops the BN (the release's Market generator, whose SEAN follows the upsampling instead)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(
+    def __init__(self, in_channels: int, out_channels: int, norm: bool = True):
+        layers: list[nn.Module] = [
             nn.ReLU(),
             nn.Conv2d(in_channels, 4 * out_channels, 3, padding=1, bias=False),
             nn.PixelShuffle(2),
-            nn.BatchNorm2d(out_channels),
-        )
+        ]
+        super().__init__(*layers, *([nn.BatchNorm2d(out_channels)] if norm else []))
 
 
 class EncoderBlock(nn.Module):
@@ -94,32 +95,48 @@ class PyramidEncoder(nn.Module):
         return features
 
 
-class VisibilityGate(nn.Module):
-    """Visibility gating of warped appearance features (Intr-Flow's residual gate, paper 3.2 "gating layer").
+class SideResBlock(nn.Module):
+    """A residual block with a side input (the Variational-U-Net block of Intr-Flow and the authors' release):
 
-    The warped features are split by visibility class, x * one_hot(vis) for 0 visible, 1 invisible, 2
-    background, stacked class-major into (B,3C,h,w) (channel block v holds the features of class-v pixels, zero
-    elsewhere); one 1x1 conv over the stack is a separate 1x1 conv per class, summed, in a single op:
-        a   = BN(conv1x1(ReLU(split)))                     class v's pixels see only weight block v
+        a   = BN(conv1x1(ReLU(side)))                     side (B,S,h,w) -> (B,C,h,w)
         out = x + BN(conv3x3(ReLU(cat[x, a])))
-    so visible, occluded and background pixels are transformed differently, and the result stays residual.
     """
 
-    def __init__(self, channels: int, n_classes: int = 3):
+    def __init__(self, channels: int, side_channels: int):
         super().__init__()
-        self.n_classes = n_classes
-        self.split_conv = nn.Sequential(
-            nn.Conv2d(n_classes * channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
-        )
+        self.side = nn.Sequential(nn.Conv2d(side_channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
         self.fuse = nn.Sequential(
             nn.ReLU(), nn.Conv2d(2 * channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
         )
 
+    def forward(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        """x (B,C,h,w), side (B,S,h,w) -> (B,C,h,w)."""
+        return x + self.fuse(torch.cat([x, self.side(F.relu(side))], dim=1))
+
+
+class VisibilityGate(SideResBlock):
+    """Visibility gating of warped appearance features (Intr-Flow's residual gate, paper 3.2 "gating layer").
+
+    The warped features are split by visibility class, x * [vis == v] for v < n_classes (0 visible, 1 invisible,
+    2 background), stacked class-major into (B,n_classes C,h,w) (channel block v holds the features of class-v
+    pixels, zero elsewhere), and fed to a SideResBlock as its side input: one 1x1 conv over the stack is a
+    separate 1x1 conv per class, summed, in a single op:
+        a   = BN(conv1x1(ReLU(split)))                     class v's pixels see only weight block v
+        out = x + BN(conv3x3(ReLU(cat[x, a])))
+    so visible, occluded and background pixels are transformed differently, and the result stays residual.
+    n_classes = 2 is the release's gate: background pixels get no block of their own (their rows are zero).
+    """
+
+    def __init__(self, channels: int, n_classes: int = 3):
+        super().__init__(channels, n_classes * channels)
+        self.n_classes = n_classes
+
     def forward(self, x: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """x (B,C,h,w) warped features, vis (B,h,w) long in {0,1,2} -> (B,C,h,w)."""
-        onehot = F.one_hot(vis, self.n_classes).permute(0, 3, 1, 2).to(x.dtype)  # (B,3,h,w)
-        split = (F.relu(x).unsqueeze(1) * onehot.unsqueeze(2)).flatten(1, 2)  # (B,3C,h,w), class-major
-        return x + self.fuse(torch.cat([x, self.split_conv(split)], dim=1))
+        classes = torch.arange(self.n_classes, device=vis.device).view(1, -1, 1, 1)
+        onehot = (vis.unsqueeze(1) == classes).to(x.dtype)  # (B,n_classes,h,w)
+        split = (x.unsqueeze(1) * onehot.unsqueeze(2)).flatten(1, 2)  # (B,n_classes C,h,w), class-major
+        return super().forward(x, split)
 
 
 class SPGBlock(nn.Module):
@@ -130,14 +147,19 @@ class SPGBlock(nn.Module):
 
     f_p pose feature, f_a^w warped appearance feature, f_t decoder feature, all (B,C,h,w); N1, N2 come from
     `norm_factory` (SEAN for the full model) and read the target parsing and the style codes (B,K,D).
+    bias=False, spectral=True: the release's ResidualBlock_SEAN (models.release_generator).
     """
 
-    def __init__(self, channels: int, norm_factory: NormFactory):
+    def __init__(self, channels: int, norm_factory: NormFactory, bias: bool = True, spectral: bool = False):
         super().__init__()
+        # the release's block: no conv biases, spectral norm on both convs with one power iteration per training
+        # forward. nn.utils.spectral_norm, not the parametrization: that one updates u before v, so a training
+        # step would differ from the release's (eval, which reuses the stored u and v, agrees either way)
+        wrap = nn.utils.spectral_norm if spectral else (lambda conv: conv)
         self.norm_in = norm_factory(2 * channels)
-        self.conv_in = nn.Conv2d(2 * channels, channels, 1)
+        self.conv_in = wrap(nn.Conv2d(2 * channels, channels, 1, bias=bias))
         self.norm_out = norm_factory(2 * channels)
-        self.conv_out = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.conv_out = wrap(nn.Conv2d(2 * channels, channels, 3, padding=1, bias=bias))
 
     def forward(
         self,

@@ -48,36 +48,53 @@ class StyleEncoder(nn.Module):
     n_downsampling stride-2 convs doubling the width, one transposed-conv upsampling, a 3x3 conv to style_dim and
     tanh; the code map is at H / 2^(n_downsampling - 1). Any input size works: the pooling resizes the parsing
     to the code map.
+
+    The release's Zencoder is this encoder with padding_mode="reflect" (its stride-1 convs reflect-pad, its
+    stride-2 convs zero-pad), up_channels = 2 x the top width (its transposed conv widens 128 -> 256 where ours
+    halves it; the default is half the top width) and refine=False: its codes are the raw region means, and
+    every SEAN layer refines them with its own per-class layers (models.release_generator.ReleaseSEAN).
     """
 
     def __init__(
-        self, num_classes: int, style_dim: int = 128, in_channels: int = 3, width: int = 32, n_downsampling: int = 2
+        self,
+        num_classes: int,
+        style_dim: int = 128,
+        in_channels: int = 3,
+        width: int = 32,
+        n_downsampling: int = 2,
+        refine: bool = True,
+        padding_mode: str = "zeros",
+        up_channels: int | None = None,
     ):
         super().__init__()
         if n_downsampling < 1:
             raise ValueError(f"StyleEncoder: n_downsampling must be >= 1, got {n_downsampling}")
 
         def conv_block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2)]
+            mode = padding_mode if stride == 1 else "zeros"
+            conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=mode)
+            return [conv, nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2)]
 
         layers = conv_block(in_channels, width, 1)
         for i in range(n_downsampling):
             layers += conv_block(width * 2**i, width * 2 ** (i + 1), 2)
         top = width * 2**n_downsampling
+        up = top // 2 if up_channels is None else up_channels
         layers += [
-            nn.ConvTranspose2d(top, top // 2, 3, stride=2, padding=1, output_padding=1),
-            nn.InstanceNorm2d(top // 2),
+            nn.ConvTranspose2d(top, up, 3, stride=2, padding=1, output_padding=1),
+            nn.InstanceNorm2d(up),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(top // 2, style_dim, 3, padding=1),
+            nn.Conv2d(up, style_dim, 3, padding=1, padding_mode=padding_mode),
             nn.Tanh(),
         ]
         self.features = nn.Sequential(*layers)
-        self.refine = PerClassLinear(num_classes, style_dim, style_dim)
+        self.refine = PerClassLinear(num_classes, style_dim, style_dim) if refine else None
 
     def forward(self, image: torch.Tensor, parsing: torch.Tensor) -> torch.Tensor:
-        """image (B,3,H,W), one-hot source parsing (B,K,H,W) -> refined style codes (B,K,style_dim)."""
+        """image (B,3,H,W), one-hot source parsing (B,K,H,W) -> style codes (B,K,style_dim), refined unless
+        refine=False."""
         codes = region_average(self.features(image), parsing)  # (B,K,D)
-        return F.relu(self.refine(codes))
+        return codes if self.refine is None else F.relu(self.refine(codes))
 
     def style_map(self, image: torch.Tensor, src_parsing: torch.Tensor, tgt_parsing: torch.Tensor) -> torch.Tensor:
         """The style map C (B,style_dim,H,W) on the target layout (for inspection; SEAN reads the codes)."""

@@ -92,10 +92,10 @@ def test_visibility_gate_routes_each_class_through_its_own_weights():
     x = torch.randn(2, c, 5, 4)
     vis = torch.randint(0, 3, (2, 5, 4))
     captured = {}
-    gate.split_conv.register_forward_hook(lambda m, i, o: captured.update(a=o))
+    gate.side.register_forward_hook(lambda m, i, o: captured.update(a=o))
     gate(x, vis)
 
-    weight = gate.split_conv[0].weight[:, :, 0, 0]  # (C, 3C)
+    weight = gate.side[0].weight[:, :, 0, 0]  # (C, 3C)
     expected = torch.zeros(2, c, 5, 4)
     for b in range(2):
         for i in range(5):
@@ -105,7 +105,7 @@ def test_visibility_gate_routes_each_class_through_its_own_weights():
     torch.testing.assert_close(captured["a"], expected / (1 + 1e-5) ** 0.5)
 
     with torch.no_grad():
-        gate.split_conv[0].weight[:, 2 * c :] = 0  # background block off: background pixels get nothing
+        gate.side[0].weight[:, 2 * c :] = 0  # background block off: background pixels get nothing
     gate(x, vis)
     assert captured["a"].permute(0, 2, 3, 1)[vis == 2].abs().max() == 0
     assert captured["a"].permute(0, 2, 3, 1)[vis != 2].abs().max() > 0

@@ -2,6 +2,7 @@
 
     python test.py --config configs/deepfashion.yaml --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt
     python test.py ... --out results/df --pairs my-pairs.csv --grids --parsing --skip-existing
+    python test.py ... --parsing-dir datasets/deepfashion_256/pred_seg     (the release's test: no SPATN)
 
 Writes one image per pair, `<from-stem>___<to-stem>.png`, into --out (default: <run folder>/test-<step>/images).
 `--format jpg --names release --quantise truncate` writes the files the authors' test script writes (cv2 JPEG,
@@ -9,7 +10,9 @@ quality 95, `<from-stem>_<to-stem>.jpg`, ((x + 1) * 127.5) truncated to uint8), 
 `evaluate.py --protocol release` read; a PNG with `--quantise truncate` holds exactly the uint8 image their
 test-time SSIM scored (`--format png+jpg` writes both). `--grids` adds side-by-side pictures
 (source | target pose | predicted parsing | generated | ground truth) and `--parsing` the predicted parsing
-maps as colour PNGs. Then: python evaluate.py --generated <out>/images --dataset-config <config>.
+maps as colour PNGs. `--parsing-dir DIR` reads each pair's target parsing from DIR/<from-stem>___<to-stem>.png
+(precomputed, e.g. the release's pred_seg/) instead of running SPATN; the checkpoint then needs no SPATN.
+Then: python evaluate.py --generated <out>/images --dataset-config <config>.
 
 Every file is written atomically (utils.io): a killed run leaves complete images only, and `--skip-existing`
 keeps a pair only when each of its requested outputs decodes completely at the right size, so a rerun after a
@@ -59,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ours: <from>___<to>; release: <from>_<to>, the authors' test script's names")
     p.add_argument("--quantise", choices=("round", "truncate"), default="round",
                    help="(x+1)*127.5 to uint8: rounded, or truncated as the authors' test script")
+    p.add_argument("--parsing-dir", default=None,
+                   help="precomputed target parsing maps <from-stem>___<to-stem>.png (instead of SPATN)")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
 
@@ -121,10 +126,11 @@ def main(argv: list[str] | None = None) -> Path:
     images_dir = out / "images"
     formats = args.format.split("+")
 
-    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
+    pipe = load_pipeline(cfg, ckpt, ckpt_path, device, with_spatn=args.parsing_dir is None)
 
     pairs = str(Path(args.pairs).resolve()) if args.pairs else None
-    dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs)
+    dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs,
+                            pair_parsing_dir=args.parsing_dir)
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
     wanted = len(indices)
     if args.skip_existing:

@@ -99,12 +99,47 @@ def _missing_files(folder: Path, wanted: list[str], kind: str) -> str | None:
     return _missing_report(kind, folder, missing) if missing else None
 
 
+def pair_parsing_name(src: str, tgt: str) -> str:
+    """File of the parsing map predicted for pair (src, tgt): <src-stem>___<tgt-stem>.png (the release's)."""
+    return f"{stem(src)}___{stem(tgt)}.png"
+
+
+def release_target_affine(image_size: tuple[int, int], scale_range: float, shift: tuple[int, int]) -> np.ndarray:
+    """The release's random target transform (pose_transfer_parsing_market_dataset.py), (2,3) for cv2:
+
+        s = scale_range^u, u ~ U[-1, 1);  dx ~ U{-shift_x .. shift_x - 1}, dy ~ U{-shift_y .. shift_y - 1}
+        [x', y'] = s [x, y] + [H (1 - s) / 2 + dx, W (1 - s) / 2 + dy]
+
+    The x offset centres with the height and the y offset with the width, as the release writes it (for 128x64
+    the scaling is centred on (64, 32) pixels from the top-left corner, not on the image centre). Draws from
+    torch's RNG, seeded per loader worker.
+    """
+    h, w = image_size
+    sy, sx = shift
+    dx = int(torch.randint(-sx, sx, ())) if sx > 0 else 0
+    dy = int(torch.randint(-sy, sy, ())) if sy > 0 else 0
+    s = scale_range ** (float(torch.rand(())) * 2 - 1)
+    return np.array([[s, 0.0, 0.5 * h * (1 - s) + dx], [0.0, s, 0.5 * w * (1 - s) + dy]])
+
+
+def affine_keypoints(keypoints: np.ndarray, affine: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(18,2) (y, x) keypoints through a (2,3) map of (x, y); a joint that was missing or outside the frame, or
+    lands outside it, becomes missing (-1, -1), as the release's augmentation."""
+    h, w = image_size
+    y, x = keypoints[:, 0], keypoints[:, 1]
+    inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+    moved_x = affine[0, 0] * x + affine[0, 1] * y + affine[0, 2]
+    moved_y = affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]
+    inside &= (moved_x >= 0) & (moved_y >= 0) & (moved_x < w) & (moved_y < h)
+    return np.where(inside[:, None], np.stack([moved_y, moved_x], axis=1), -1.0).astype(keypoints.dtype)
+
+
 class PairDataset(torch.utils.data.Dataset):
     """(source, target) pairs of one split. Sample dict (tensors are float32 unless noted):
 
         src_image, tgt_image          (3,H,W) RGB in [-1, 1]
         src_keypoints, tgt_keypoints  (18,2) (y, x), -1 missing
-        src_pose, tgt_pose            (30,H,W) pose maps (paper sec. 3.1), when encode_pose
+        src_pose, tgt_pose            (30,H,W) pose maps (paper sec. 3.1), when encode_pose; (18,H,W) without limbs
         src_parsing, tgt_parsing      (K,H,W) one-hot after the label merge
         flow                          (2,H,W) target->source offsets (x, y), when flow_dir
         vis                           (H,W) int64: 0 visible, 1 invisible, 2 background, when flow_dir
@@ -114,24 +149,35 @@ class PairDataset(torch.utils.data.Dataset):
     keypoint_margin: how far beyond each border (a fraction of the side) a present joint may lie.
     invalid_poses: "refuse" (a DatasetError naming the pairs whose source or target pose is unusable) or
     "skip" (drop those pairs, with a note on stderr; `skipped_pairs` lists them).
+    pair_parsing_dir: the target parsing of pair (a, b) comes from <pair_parsing_dir>/<a-stem>___<b-stem>.png
+    instead of <parsing_dir>/<b-stem>.png: maps predicted for the pair (the release's test reads `pred_seg/`).
+    target_augment (scale_range, (shift_y, shift_x)) is the release's Market recipe: the target image, parsing
+    and keypoints (not the source) go through one random affine map per sample, `release_target_affine`.
+    limbs=False: the pose maps are the 18 joint maps only (the release's input).
     """
 
     def __init__(self, root: str | Path, image_dir: str, annotation_file: str, pairs_file: str, parsing_dir: str,
                  image_size: tuple[int, int], flow_dir: str | None = None, label_merge: Sequence[int] | None = None,
                  heatmap: str = "gaussian", sigma: float = 6.0, radius: float = 8.0, kappa: float = -0.1,
                  encode_pose: bool = True, hflip_prob: float = 0.0, max_pairs: int | None = None,
-                 keypoint_margin: float = FRAME_MARGIN, invalid_poses: str = "refuse"):
+                 keypoint_margin: float = FRAME_MARGIN, invalid_poses: str = "refuse", limbs: bool = True,
+                 target_augment: tuple[float, tuple[int, int]] | None = None,
+                 pair_parsing_dir: str | Path | None = None):
         super().__init__()
         root = Path(root)
         self.image_dir = root / image_dir  # an absolute argument replaces root
         self.parsing_dir = root / parsing_dir
+        self.pair_parsing_dir = Path(pair_parsing_dir) if pair_parsing_dir is not None else None
         self.flow_dir = root / flow_dir if flow_dir is not None else None
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.heatmap, self.sigma, self.radius, self.kappa = heatmap, sigma, radius, kappa
-        self.encode_pose = encode_pose
+        self.encode_pose, self.limbs = encode_pose, limbs
         if not 0.0 <= hflip_prob <= 1.0:
             raise ValueError(f"hflip_prob must lie in [0, 1], got {hflip_prob}")
         self.hflip_prob = hflip_prob
+        if target_augment is not None and flow_dir is not None:
+            raise ValueError("target_augment moves the target but not its flow file: use one or the other")
+        self.target_augment = target_augment
         if heatmap not in ("gaussian", "binary"):
             raise ValueError(f"heatmap must be 'gaussian' or 'binary', got {heatmap!r}")
         if invalid_poses not in ("refuse", "skip"):
@@ -169,7 +215,13 @@ class PairDataset(torch.utils.data.Dataset):
         if no_keypoints:
             problems.append(_missing_report("keypoint entries", annotation_path, no_keypoints))
         problems.append(_missing_files(self.image_dir, names, "images"))
-        problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in names], "parsing maps"))
+        if self.pair_parsing_dir is None:
+            problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in names], "parsing maps"))
+        else:  # the targets' maps come per pair
+            sources = list(dict.fromkeys(src for src, _ in self.pairs))
+            problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in sources], "parsing maps"))
+            pair_maps = list(dict.fromkeys(pair_parsing_name(s, t) for s, t in self.pairs))
+            problems.append(_missing_files(self.pair_parsing_dir, pair_maps, "pair parsing maps"))
         if self.flow_dir is not None:
             flows = list(dict.fromkeys(flow_file_name(s, t) for s, t in self.pairs))
             problems.append(_missing_files(self.flow_dir, flows, "flow files"))
@@ -209,21 +261,25 @@ class PairDataset(torch.utils.data.Dataset):
         keypoints = self._keypoints[[self._keypoint_index[src], self._keypoint_index[tgt]]]  # (2,18,2)
         if flip:
             keypoints = flip_keypoints(keypoints, w)
+        affine = None
+        if self.target_augment is not None:
+            affine = release_target_affine(self.image_size, *self.target_augment)
+            keypoints[1] = affine_keypoints(keypoints[1], affine, self.image_size)
         keypoints = torch.from_numpy(keypoints)
         sample = {
             "src_image": self._image(src, flip),
-            "tgt_image": self._image(tgt, flip),
+            "tgt_image": self._image(tgt, flip, affine),
             "src_keypoints": keypoints[0],
             "tgt_keypoints": keypoints[1],
-            "src_parsing": self._parsing(src, flip),
-            "tgt_parsing": self._parsing(tgt, flip),
+            "src_parsing": self._parsing(self.parsing_dir / (stem(src) + ".png"), flip),
+            "tgt_parsing": self._parsing(self._target_parsing_path(src, tgt), flip, affine),
             "src_name": src,
             "tgt_name": tgt,
         }
         if self.encode_pose:
             # both poses in one batched call
             pose = encode_pose_maps(keypoints, h, w, mode=self.heatmap, sigma=self.sigma, radius=self.radius,
-                                    kappa=self.kappa)  # (2,30,H,W)
+                                    kappa=self.kappa, limbs=self.limbs)  # (2,30|18,H,W)
             sample["src_pose"], sample["tgt_pose"] = pose[0], pose[1]
         if self.flow_dir is not None:
             sample["flow"], sample["vis"] = self._flow(src, tgt, flip)
@@ -241,18 +297,28 @@ class PairDataset(torch.utils.data.Dataset):
         except ImageReadError as err:
             raise DatasetError(str(err)) from err
 
-    def _image(self, name: str, flip: bool) -> torch.Tensor:
-        """(3,H,W) float32 RGB in [-1, 1]."""
+    def _image(self, name: str, flip: bool, affine: np.ndarray | None = None) -> torch.Tensor:
+        """(3,H,W) float32 RGB in [-1, 1]; `affine` (2,3) warps it bilinearly, borders replicated."""
         path = self.image_dir / name
         image = self._read(path, cv2.IMREAD_COLOR)  # (H,W,3) uint8 BGR
         self._check_size(path, image.shape, "image")
         if flip:
             image = cv2.flip(image, 1)
-        return from_uint8(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if affine is not None:  # on float pixel values, as the release (a uint8 warp would round them)
+            h, w = self.image_size
+            image = cv2.warpAffine(image.astype(np.float32), affine, (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+        return from_uint8(image)  # x / 127.5 - 1, for the float warp too
 
-    def _parsing(self, name: str, flip: bool) -> torch.Tensor:
-        """(K,H,W) float32 one-hot of the merged labels."""
-        path = self.parsing_dir / (stem(name) + ".png")
+    def _target_parsing_path(self, src: str, tgt: str) -> Path:
+        if self.pair_parsing_dir is not None:
+            return self.pair_parsing_dir / pair_parsing_name(src, tgt)
+        return self.parsing_dir / (stem(tgt) + ".png")
+
+    def _parsing(self, path: Path, flip: bool, affine: np.ndarray | None = None) -> torch.Tensor:
+        """(K,H,W) float32 one-hot of the merged labels of the map at `path`; `affine` (2,3) warps the labels
+        (nearest)."""
         labels = self._read(path, cv2.IMREAD_UNCHANGED)  # (H,W) uint8
         if labels.ndim != 2:
             raise DatasetError(f"{path}: parsing map must be a single-channel label PNG, got shape {labels.shape}")
@@ -262,6 +328,9 @@ class PairDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{path}: label {top} is not a CIHP label (0..{NUM_CIHP - 1})")
         if flip:
             labels = cv2.flip(labels, 1)
+        if affine is not None:
+            h, w = self.image_size
+            labels = cv2.warpAffine(labels, affine, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         merged = torch.from_numpy(self._label_tables[flip][labels])  # (H,W) int64
         return one_hot(merged, self.num_classes)
 

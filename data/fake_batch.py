@@ -30,7 +30,7 @@ def random_batch(cfg: Config, batch: int, seed: int = 0) -> dict:
         labels = torch.randint(0, k, (batch, h, w), generator=gen)
         out[f"{side}_image"] = torch.rand(batch, 3, h, w, generator=gen) * 2 - 1  # (B,3,H,W) in [-1,1]
         out[f"{side}_keypoints"] = kp  # (B,18,2)
-        out[f"{side}_pose"] = encode_pose(kp, h, w, p.heatmap, p.sigma, p.radius, p.kappa)  # (B,30,H,W)
+        out[f"{side}_pose"] = encode_pose(kp, h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.limbs)  # (B,30|18,H,W)
         out[f"{side}_parsing"] = one_hot(labels, k)  # (B,K,H,W)
         out[f"{side}_name"] = [f"{side}{i}.jpg" for i in range(batch)]
     out["flow"] = torch.randn(batch, 2, h, w, generator=gen) * 8  # (B,2,H,W) pixels

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from data.datasets import PairDataset
@@ -10,8 +12,12 @@ from utils.config import Config
 
 
 def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool = False,
-                  augment: bool = False, pairs_file: str | None = None) -> PairDataset:
-    """The train or test pair dataset of the configured layout (DESIGN.md section 2)."""
+                  augment: bool = False, pairs_file: str | None = None,
+                  pair_parsing_dir: str | None = None) -> PairDataset:
+    """The train or test pair dataset of the configured layout (DESIGN.md section 2). pair_parsing_dir (test.py
+    --parsing-dir) reads each pair's target parsing from <dir>/<from-stem>___<to-stem>.png, over the config's
+    data.pair_parsing_dir. augment: mirroring (data.hflip_prob) and the release's target transform
+    (data.target_augment)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
     d = cfg.data
@@ -21,7 +27,8 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
         image_dir=image_dir,
         annotation_file=d.annotation_train if split == "train" else d.annotation_test,
         pairs_file=pairs_file or (d.pairs_train if split == "train" else d.pairs_test),
-        parsing_dir=image_dir + d.parsing_suffix,
+        parsing_dir=d.parsing_dir if d.parsing_dir is not None else image_dir + d.parsing_suffix,
+        pair_parsing_dir=pair_parsing_dir or (Path(d.root) / d.pair_parsing_dir if d.pair_parsing_dir else None),
         image_size=tuple(d.image_size),
         flow_dir=image_dir + d.flow_suffix if with_flow else None,
         label_merge=label_merge(cfg),
@@ -31,6 +38,8 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
         kappa=cfg.pose.kappa,
         encode_pose=not (cfg.pose.encode_on_device or cfg.pose.learnable_kappa),
         hflip_prob=d.hflip_prob if augment else 0.0,
+        target_augment=(d.aug_scale, tuple(d.aug_shift)) if augment and d.target_augment else None,
+        limbs=cfg.pose.limbs,
         keypoint_margin=d.keypoint_margin,
         invalid_poses=d.invalid_poses,
         max_pairs=max_pairs if max_pairs is not None else (d.max_train_pairs if split == "train" else d.max_test_pairs),

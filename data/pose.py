@@ -163,8 +163,9 @@ class DistanceMapEncoding(nn.Module):
 
 
 def encode_pose(keypoints: torch.Tensor | np.ndarray, height: int, width: int, mode: str = "gaussian",
-                sigma: float = 6.0, radius: float = 8.0, kappa: float = -0.1) -> torch.Tensor:
-    """(B,18,2) or (18,2) keypoints -> (B,30,H,W) or (30,H,W): [18 joint heatmaps, 12 limb distance maps].
+                sigma: float = 6.0, radius: float = 8.0, kappa: float = -0.1, limbs: bool = True) -> torch.Tensor:
+    """(B,18,2) or (18,2) keypoints -> (B,30,H,W) or (30,H,W): [18 joint heatmaps, 12 limb distance maps];
+    limbs=False: the 18 joint heatmaps only, (B,18,H,W) (the release's input, binary discs).
 
     The same maps as joint_heatmaps and DistanceMapEncoding(kappa)(*limb_distances(...)), written straight into
     one output tensor (no concatenation copy) because the data loader calls this for every sample.
@@ -172,12 +173,14 @@ def encode_pose(keypoints: torch.Tensor | np.ndarray, height: int, width: int, m
     kp = torch.as_tensor(keypoints)
     single = kp.dim() == 2
     kp = _as_keypoints(kp[None] if single else kp)
-    pose = kp.new_empty(kp.shape[0], NUM_JOINTS + NUM_LIMBS, height, width)  # (B,30,H,W)
+    pose = kp.new_empty(kp.shape[0], NUM_JOINTS + (NUM_LIMBS if limbs else 0), height, width)  # (B,30|18,H,W)
     if mode == "gaussian":
         gy, gx = _gaussian_profiles(kp, height, width, sigma)
         torch.mul(gy, gx, out=pose[:, :NUM_JOINTS])
     else:
         pose[:, :NUM_JOINTS] = joint_heatmaps(kp, height, width, mode=mode, radius=radius)
+    if not limbs:
+        return pose[0] if single else pose
     maps, valid = _limb_distances(kp, height, width, out=pose[:, NUM_JOINTS:])  # (B,12,H,W) view, (B,12)
     maps.mul_(kappa).exp_()
     batch, limb = torch.nonzero(~valid, as_tuple=True)

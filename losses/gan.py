@@ -7,8 +7,9 @@ lsgan: least squares to the targets 1 (real) and 0 (fake).
 hinge: D minimises relu(1 - real) + relu(1 + fake); G minimises -fake.
 
 Every term is a mean over the patch map (and the batch); a list of logits (multi-scale D) averages the per-scale
-means. The discriminator's objective is d_real + d_fake, unweighted (pix2pix halves it; we leave any factor to
-the learning rate, here 2e-5 for D as in paper 4.1).
+means. The discriminator's objective is d_real + d_fake, unweighted here; the training loop multiplies it by
+`loss.d_scale` (1 by default; the release backpropagates 0.01 x 0.5 (real + fake), a factor Adam would absorb
+but for its weight decay).
 """
 
 from __future__ import annotations

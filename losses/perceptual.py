@@ -75,6 +75,9 @@ def _features_state(state: dict[str, torch.Tensor], num_layers: int, source: str
     return out
 
 
+DISTANCES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
 class VGGPerceptualLoss(nn.Module):
     """Eq. 10 between images in [-1, 1] (B,3,H,W); ImageNet normalisation is applied inside.
 
@@ -82,9 +85,11 @@ class VGGPerceptualLoss(nn.Module):
     weights: "imagenet" (torchvision's checkpoint from the torch hub cache; missing -> MissingWeightsError),
       a path to a torchvision VGG19 state dict, or "random" (offline tests only; warns).
     layer_weights: optional per-layer multipliers of the total (default 1 each, eq. 10's plain sum).
+    distance: "mse" (eq. 10: mean squared error per layer) or "l1" (mean absolute error, the release's
+      content loss; with layer_weights 0.125 each over relu1_1..relu5_1).
 
-    forward(pred, target) -> {"perceptual": sum_k layer_weight_k * mse_k, "perceptual/<layer>": mse_k, ...}:
-    the per-layer terms are the unweighted MSEs, for logging; the training loop weights "perceptual" only.
+    forward(pred, target) -> {"perceptual": sum_k layer_weight_k * d_k, "perceptual/<layer>": d_k, ...}:
+    the per-layer terms are the unweighted distances, for logging; the training loop weights "perceptual" only.
     Gradients flow to `pred` only: the target's features are computed under no_grad.
     """
 
@@ -93,8 +98,12 @@ class VGGPerceptualLoss(nn.Module):
         layers: Sequence[str] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
         weights: str | os.PathLike = "imagenet",
         layer_weights: Sequence[float] | None = None,
+        distance: str = "mse",
     ):
         super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(f"VGGPerceptualLoss: unknown distance {distance!r}; expected {' or '.join(DISTANCES)}")
+        self.distance = distance
         names = vgg19_layer_names()
         layers = tuple(layers)
         if not layers:
@@ -166,9 +175,11 @@ class VGGPerceptualLoss(nn.Module):
         else:  # nothing to differentiate (validation): one batched pass
             both = self.features(torch.cat([pred, target]))
             pred_feats, target_feats = zip(*(f.chunk(2) for f in both))
-        terms = {f"perceptual/{name}": F.mse_loss(p, t) for name, p, t in zip(self.layers, pred_feats, target_feats)}
+        term = DISTANCES[self.distance]
+        terms = {f"perceptual/{name}": term(p, t) for name, p, t in zip(self.layers, pred_feats, target_feats)}
         total = sum(w * v for w, v in zip(self.layer_weights, terms.values()))
         return {"perceptual": total, **terms}
 
     def extra_repr(self) -> str:
-        return f"layers={list(self.layers)}, layer_weights={self.layer_weights}, weights={self.weights_source!r}"
+        return (f"layers={list(self.layers)}, layer_weights={self.layer_weights}, distance={self.distance!r}, "
+                f"weights={self.weights_source!r}")

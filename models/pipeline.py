@@ -67,7 +67,7 @@ def spatn_source(spatn_takes_image: bool, batch: dict) -> torch.Tensor:
 class Pipeline:
     """SPATN, SPGNet, the frozen flow module and the pose encoder, in eval mode; `render` is the test-time pass."""
 
-    spatn: nn.Module
+    spatn: nn.Module | None  # None: the batches carry the target parsing (precomputed, test.py --parsing-dir)
     generator: nn.Module
     flow: nn.Module | None  # None: the batches carry precomputed flow and visibility
     pose_encoder: PoseEncoder
@@ -79,8 +79,11 @@ class Pipeline:
         """A device batch (src_image, src_parsing, keypoints or pose maps, [flow, vis]) -> Rendered."""
         batch = add_pose_maps(batch, self.pose_encoder)
         flow, vis = flow_and_visibility(self.flow, batch)
-        logits = self.spatn(spatn_source(self.spatn_takes_image, batch), batch["src_pose"], batch["tgt_pose"])
-        parsing = hard_parsing(logits.float())  # (B,K,H,W)
+        if self.spatn is None:
+            logits = parsing = batch["tgt_parsing"]  # (B,K,H,W) one-hot, read by the loader
+        else:
+            logits = self.spatn(spatn_source(self.spatn_takes_image, batch), batch["src_pose"], batch["tgt_pose"])
+            parsing = hard_parsing(logits.float())  # (B,K,H,W)
         image = self.generator(batch["src_image"], batch["tgt_pose"], batch["src_parsing"], parsing, flow, vis)
         return Rendered(logits=logits.float(), parsing=parsing, image=image.float())
 
@@ -127,7 +130,7 @@ def load_flow(cfg: Config, ckpt: dict | None, path: Path | None) -> nn.Module | 
 
 
 def load_pose_encoder(cfg: Config, ckpt: dict) -> PoseEncoder:
-    """Keypoints -> 30 pose maps, with the checkpoint's learnt kappa when it has one."""
+    """Keypoints -> 30 (pose.limbs: 18) pose maps, with the checkpoint's learnt kappa when it has one."""
     encoder = build_pose_encoder(cfg)
     if "pose_encoder" in ckpt["models"]:
         encoder.load_state_dict(ckpt["models"]["pose_encoder"])
@@ -140,16 +143,19 @@ def load_spatn(cfg: Config, ckpt: dict) -> nn.Module:
     return spatn.eval()
 
 
-def load_pipeline(cfg: Config, ckpt: dict, path: Path, device: torch.device) -> Pipeline:
-    """The networks of a joint-stage checkpoint (`cfg` must fit it: utils.checkpoint.check_compatible)."""
+def load_pipeline(cfg: Config, ckpt: dict, path: Path, device: torch.device, with_spatn: bool = True) -> Pipeline:
+    """The networks of a joint-stage checkpoint (`cfg` must fit it: utils.checkpoint.check_compatible).
+    with_spatn=False: no SPATN, the batches bring the target parsing (an imported release checkpoint has none)."""
     models = ckpt["models"]
-    if "generator" not in models or "spatn" not in models:
+    if "generator" not in models or (with_spatn and "spatn" not in models):
         raise ck.CheckpointError(f"{path} holds {', '.join(sorted(models))}; a joint-stage checkpoint (spatn, "
-                                 "generator and the frozen flow module) is needed")
+                                 "generator and the frozen flow module) is needed (an imported release checkpoint "
+                                 "has no SPATN: test.py --parsing-dir, or scripts/import_release.py --spatn)")
     generator = build_spgnet(cfg)
     generator.load_state_dict(models["generator"])
     flow = load_flow(cfg, ckpt, path)
-    return Pipeline(spatn=load_spatn(cfg, ckpt).to(device), generator=generator.eval().to(device),
+    spatn = load_spatn(cfg, ckpt).to(device) if with_spatn else None
+    return Pipeline(spatn=spatn, generator=generator.eval().to(device),
                     flow=None if flow is None else flow.to(device),
                     pose_encoder=load_pose_encoder(cfg, ckpt).to(device), num_classes=num_labels(cfg),
                     spatn_takes_image=cfg.model.spatn.input == "image")

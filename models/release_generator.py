@@ -78,7 +78,8 @@ class ReleaseSEAN(nn.Module):
 
 class ReleaseGenerator(nn.Module):
     """The release's DualUnetGenerator_SEAN (module docstring). DeepFashion: the defaults. Market-1501:
-    n_scales=5, n_warp_scales=4, kernel_size=3, sean_after_upsample=True (input 128x64)."""
+    n_scales=5, n_warp_scales=4, sean_kernel=3, sean_after_upsample=True (input 128x64). Both sides of the
+    input must divide by 2^n_scales."""
 
     def __init__(
         self,
@@ -91,7 +92,7 @@ class ReleaseGenerator(nn.Module):
         n_res_blocks: int = 2,
         style_dim: int = 128,
         norm_hidden: int = 64,
-        kernel_size: int = 5,
+        sean_kernel: int = 5,
         sean_after_upsample: bool = False,
         style_width: int = 32,
         noise: bool = True,
@@ -129,7 +130,7 @@ class ReleaseGenerator(nn.Module):
             up_channels=8 * style_width,  # Zencoder: 32 -> 64 -> 128, transposed conv to 256
         )
         sean = partial(
-            ReleaseSEAN, num_classes=num_classes, style_dim=style_dim, hidden=norm_hidden, kernel_size=kernel_size,
+            ReleaseSEAN, num_classes=num_classes, style_dim=style_dim, hidden=norm_hidden, kernel_size=sean_kernel,
             noise=noise,
         )
         top = widths[n_scales]

@@ -9,6 +9,8 @@
               cat[target pose, target parsing] pathways through PAT blocks (models.spatn) to an image
   sean        the SEAN generator (Zhu et al. 2020): an encoder over the target parsing, then SEAN residual blocks
               that paint the source's region styles onto the target layout; no warping, no pose
+  release     the authors' released generator (models.release_generator), 87.8M parameters at DeepFashion; the
+              dual-path variants above are our compact design (21M for full)
 
 All share forward(src_image, tgt_pose, src_parsing, tgt_parsing, flow, vis) -> (B,3,H,W) in [-1, 1]; the
 variants that do not use an input (PATN-S: flow, vis; SEAN: pose, flow, vis) still take it.
@@ -27,6 +29,7 @@ from torch import nn
 from models.blocks import CondResBlock, PyramidEncoder
 from models.generator import SPGNetGenerator, channel_widths, check_inputs, default_n_scales, scale_sizes
 from models.normalization import match_size, norm_factory
+from models.release_generator import ReleaseGenerator
 from models.spatn import PATBlock, encoder_pathway, norm_layer
 from models.style import StyleEncoder
 from utils.config import ConfigError
@@ -144,6 +147,7 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "ours_cc": partial(SPGNetGenerator, norm="cc"),
     "patn_s": PATNSGenerator,
     "sean": SEANGenerator,
+    "release": ReleaseGenerator,
 }
 
 
@@ -177,6 +181,11 @@ def build_generator(variant: str, *, num_classes: int, image_size: tuple[int, in
             raise ConfigError(
                 f"key 'model.generator.n_scales' = {n_scales} does not fit image_size {height}x{width}: the "
                 f"coarsest map would be {coarsest[0]}x{coarsest[1]}; every side must stay >= 2 px"
+            )
+        if variant == "release" and (height % 2**n_scales or width % 2**n_scales):
+            raise ConfigError(
+                f"key 'model.generator.n_scales' = {n_scales} does not fit image_size {height}x{width}: the release "
+                f"generator halves both sides {n_scales} times, so they must be multiples of {2**n_scales}"
             )
     defaults = defaults or {}
     ignored = [k for k in fields if k not in accepted and k in defaults and fields[k] != defaults[k]

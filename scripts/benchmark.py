@@ -62,12 +62,12 @@ from data.parsing import num_labels  # noqa: E402
 from data.pose import encode_pose  # noqa: E402
 from losses import build_loss  # noqa: E402
 from models.build import (  # noqa: E402
-    POSE_CHANNELS,
     build_discriminator,
     build_flow,
     build_pose_encoder,
     build_spatn,
     build_spgnet,
+    pose_channels,
 )
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, spatn_source  # noqa: E402
 from training.stages import JointStage  # noqa: E402
@@ -352,7 +352,7 @@ def count_flops(cfg: Config, batch_size: int) -> dict[str, float]:
     nets["discriminator_plain"] = nets["discriminator"]
     h, w = cfg.data.image_size
     k = num_labels(cfg)
-    shapes = {"image": (3, h, w), "pose": (POSE_CHANNELS, h, w), "parsing": (k, h, w)}
+    shapes = {"image": (3, h, w), "pose": (pose_channels(cfg), h, w), "parsing": (k, h, w)}
     batch = {f"{side}_{kind}": torch.empty(batch_size, *shape, device=meta)
              for side in ("src", "tgt") for kind, shape in shapes.items()}
     batch["flow"] = torch.empty(batch_size, 2, h, w, device=meta)
@@ -403,7 +403,7 @@ def bench_pose(cfg: Config, device: torch.device, batch_size: int, warmup: int, 
     kp = random_keypoints(batch_size, h, w, torch.Generator().manual_seed(2))
 
     def encode(keypoints: torch.Tensor) -> torch.Tensor:
-        return encode_pose(keypoints, h, w, p.heatmap, p.sigma, p.radius, p.kappa)
+        return encode_pose(keypoints, h, w, p.heatmap, p.sigma, p.radius, p.kappa, p.limbs)
 
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()

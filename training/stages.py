@@ -29,7 +29,7 @@ from losses.parsing import pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
-from utils.config import Config
+from utils.config import Config, ConfigError
 from utils.distributed import DistInfo, convert_sync_batchnorm
 from utils.training import BufferSnapshot, autocast, make_adam, optimizer_step, to_device, wrap
 
@@ -62,14 +62,17 @@ class JointStage:
             "ce": build_loss("ce").to(device),
             "l1": build_loss("l1").to(device),
             "perceptual": build_loss("perceptual", layers=tuple(cfg.loss.perceptual_layers),
-                                     weights=cfg.loss.perceptual_weights).to(device),
+                                     weights=cfg.loss.perceptual_weights,
+                                     layer_weights=cfg.loss.perceptual_layer_weights,
+                                     distance=cfg.loss.perceptual_distance).to(device),
             "gan": build_loss("adversarial", mode=cfg.loss.gan_mode).to(device),
         }
         self.weights = dataclasses.asdict(cfg.loss.weights)
         self.g_params = list(self.nets["spatn"].parameters()) + list(self.nets["generator"].parameters())
         self.g_params += [p for p in self.pose_encoder.parameters() if p.requires_grad]  # a learnable kappa
         self.opt_g = make_adam(self.g_params, t.lr, t.betas, device)
-        self.opt_d = make_adam(self.nets["discriminator"].parameters(), t.lr_d, t.betas, device)
+        self.opt_d = make_adam(self.nets["discriminator"].parameters(), t.lr_d, t.betas, device,
+                               weight_decay=t.weight_decay_d)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d}
         self.schedulers = {k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=t.lr_factor, patience=t.lr_patience)
                            for k, o in self.optimizers.items()}
@@ -107,7 +110,7 @@ class JointStage:
                 real_logits, fake_logits = both.float().chunk(2)  # (B,1,h,w) each
                 d_terms = j.losses["gan"].discriminator_loss(real_logits, fake_logits)
             if guard(d_terms, "d"):
-                optimizer_step(sum(d_terms.values()), self.opt_d, self.scaler,
+                optimizer_step(cfg.loss.d_scale * sum(d_terms.values()), self.opt_d, self.scaler,
                                list(self.nets["discriminator"].parameters()), None)
             terms.update({f"d/{k}": v.detach() for k, v in d_terms.items()})
 
@@ -176,6 +179,8 @@ class JointStage:
         return values, first
 
     def on_validation(self, value: float) -> None:
+        if self.cfg.train.lr_schedule == "constant":  # the release: its step decay never fires within its epochs
+            return
         for scheduler in self.schedulers.values():
             scheduler.step(value)
 
@@ -220,6 +225,9 @@ class FlowStage:
         self.runner = wrap(self.net, info, cfg)
 
     def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        if self.cfg.data.target_augment:
+            raise ConfigError("key 'data.target_augment' = true applies to the joint stage (it moves the target but "
+                              "not its flow file); train the flow module with data.target_augment=false")
         return (build_dataset(self.cfg, "train", with_flow=True, augment=True),
                 build_dataset(self.cfg, "test", with_flow=True))
 

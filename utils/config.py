@@ -32,7 +32,7 @@ class ConfigError(InputError):
 # Keys with a fixed set of values are typed as Literal: a value outside it is an error naming the key, the value
 # and the allowed values, at load time.
 Norm = Literal["batch", "instance", "none"]  # none: no normalisation layer at all (and a bias in the conv)
-GeneratorVariant = Literal["full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean"]
+GeneratorVariant = Literal["full", "baseline", "baseline_s", "ours_spade", "ours_cc", "patn_s", "sean", "release"]
 VGGLayer = Literal["relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu3_4",
                    "relu4_1", "relu4_2", "relu4_3", "relu4_4", "relu5_1", "relu5_2", "relu5_3", "relu5_4"]
 
@@ -53,6 +53,11 @@ class DataConfig:
     label_merge: str | list[int] = "cihp20"  # a preset name from data.parsing.PRESET_MERGES or a list
     num_workers: int = 2
     hflip_prob: float = 0.0  # training-time augmentation, off as in the paper
+    target_augment: bool = False  # the release's Market recipe: random shift/scale of the training target
+    aug_scale: float = 1.2  # target_augment: scale drawn in [1/aug_scale, aug_scale]
+    aug_shift: tuple[int, int] = (10, 10)  # target_augment: shift (y, x) drawn in [-s, s) pixels
+    parsing_dir: str | None = None  # the release's layout: every parsing map in <root>/<parsing_dir>/<stem>.png
+    pair_parsing_dir: str | None = None  # target maps per pair, <root>/<dir>/<from>___<to>.png (release Market)
     max_train_pairs: int | None = None  # cap for quick runs; None = all pairs
     max_test_pairs: int | None = None
     val_pairs: int = 64  # fixed subset of the test pairs used for validation during training
@@ -67,6 +72,7 @@ class PoseConfig:
     radius: float = 8.0
     kappa: float = -0.1  # distance map M = exp(kappa * d), paper eq. 3
     learnable_kappa: bool = False  # the authors' code learns kappa; the paper fixes it
+    limbs: bool = True  # the 12 limb distance maps after the 18 joint maps; false: joints only (the release)
     encode_on_device: bool = False  # loader ships keypoints only; maps are computed on the training device
 
 
@@ -82,12 +88,14 @@ class SPATNConfig:
 @dataclass
 class FlowConfig:
     source: Literal["net", "files"] = "net"  # net (FlowNet, frozen in the joint stage) | files (flow on disk)
+    network: Literal["flownet", "release"] = "flownet"  # ours | Intr-Flow's FlowUnet_v2 (models.release_flow)
     checkpoint: str | None = None  # FlowNet weights for the joint stage (a stage-0 run's checkpoint)
     base_channels: int = 32
     max_channels: int = 256
     n_scales: int = 5
     flow_scale: float = 20.0  # network output x 20, as Intr-Flow
     norm: Norm = "batch"
+    start_scale: int = 2  # network release only: the finest prediction is at H / start_scale
 
 
 @dataclass
@@ -100,6 +108,11 @@ class GeneratorConfig:
     n_warp_scales: int = 5
     style_dim: int = 128
     norm_hidden: int = 64  # hidden width of SEAN/SPADE/CC's parsing branch (64: SPADE and the authors)
+    # variant release only (models.release_generator): SEAN kernel 5 (DeepFashion) / 3 (Market), SEAN after
+    # each upsampling (Market), per-pixel noise in every SEAN layer (training and test, as the release)
+    sean_kernel: int = 5
+    sean_after_upsample: bool = False
+    noise: bool = True
 
 
 @dataclass
@@ -115,6 +128,8 @@ class ModelConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    # default (PyTorch's) | kaiming (the release's scheme on the generator and discriminator, models.init)
+    init: Literal["default", "kaiming"] = "default"
 
 
 @dataclass
@@ -136,6 +151,9 @@ class LossConfig:
     gan_mode: Literal["vanilla", "lsgan", "hinge"] = "vanilla"
     perceptual_weights: str = "imagenet"  # imagenet (torch hub cache) | a path | random (offline tests only)
     perceptual_layers: list[VGGLayer] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    perceptual_distance: Literal["mse", "l1"] = "mse"  # mse (paper eq. 10) | l1 (the release)
+    perceptual_layer_weights: list[float] | None = None  # one per layer; None: 1 each (the release: 0.125)
+    d_scale: float = 1.0  # D minimises d_scale * (d_real + d_fake); the release: 0.01 x 0.5
 
 
 @dataclass
@@ -148,6 +166,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; the run checkpoints and stops when spent
     lr: float = 2e-4  # both stages
     lr_d: float = 2e-5
+    weight_decay_d: float = 0.0  # Adam's L2 weight decay on D (the release: 4e-4)
+    lr_schedule: Literal["plateau", "constant"] = "plateau"  # x lr_factor on a validation plateau (paper) | none
     betas: tuple[float, float] = (0.5, 0.999)
     adv_start_step: int = 0  # adversarial term switched on after this warm-up
     lr_patience: int = 3  # validations without improvement before lr x lr_factor
@@ -345,6 +365,31 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"key 'loss.weights.{bad[0]}' = {weights[bad[0]]} must not be negative")
     if not cfg.loss.perceptual_layers:
         raise ConfigError("key 'loss.perceptual_layers' is empty: name at least one VGG19 layer")
+    layer_weights = cfg.loss.perceptual_layer_weights
+    if layer_weights is not None and len(layer_weights) != len(cfg.loss.perceptual_layers):
+        raise ConfigError(f"key 'loss.perceptual_layer_weights' has {len(layer_weights)} values for "
+                          f"{len(cfg.loss.perceptual_layers)} loss.perceptual_layers")
+    for key, value in {"loss.d_scale": cfg.loss.d_scale, "train.weight_decay_d": t.weight_decay_d}.items():
+        if value < 0:
+            raise ConfigError(f"key '{key}' = {value} must not be negative")
+    f = cfg.model.flow
+    if f.network != "release" and f.start_scale != FlowConfig.start_scale:
+        raise ConfigError(f"key 'model.flow.start_scale' = {f.start_scale} applies to model.flow.network = "
+                          "'release' only: leave it at its default, or it would be ignored")
+    if f.network == "release" and f.norm != "batch":
+        raise ConfigError(f"key 'model.flow.norm' = {f.norm!r}: the release flow network has batch norm")
+    if not cfg.pose.limbs and cfg.pose.learnable_kappa:
+        raise ConfigError("key 'pose.learnable_kappa' = true needs the limb maps it scales (pose.limbs = true)")
+    if cfg.data.target_augment and cfg.model.flow.source == "files":
+        raise ConfigError("key 'data.target_augment' = true moves the target but not its flow file: it needs "
+                          "model.flow.source = net")
+    if cfg.data.aug_scale < 1:
+        raise ConfigError(f"key 'data.aug_scale' = {cfg.data.aug_scale} must be >= 1")
+    if any(s < 0 for s in cfg.data.aug_shift):
+        raise ConfigError(f"key 'data.aug_shift' = {list(cfg.data.aug_shift)} must not be negative")
+    if not cfg.data.target_augment and (cfg.data.aug_scale, tuple(cfg.data.aug_shift)) != (1.2, (10, 10)):
+        raise ConfigError("keys 'data.aug_scale' / 'data.aug_shift' apply with data.target_augment = true only: "
+                          "leave them at their defaults, or they would be ignored")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -376,12 +421,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys that decide the shapes of the saved networks: a checkpoint is only loadable where these agree.
-ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kappa", "model")
+ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kappa", "pose.limbs", "model")
 
 
 def architecture_mismatches(saved: dict, current: Config) -> list[str]:
     """'key: saved -> current' for every architecture key on which a checkpoint's config differs."""
     old, new = flatten(saved), flatten(to_dict(current))
     keys = sorted(k for k in set(old) | set(new) if any(k == a or k.startswith(a + ".") for a in ARCHITECTURE_KEYS))
-    ignore = {"model.flow.checkpoint", "model.flow.source"}  # where the frozen flow comes from, not its shape
+    # where the frozen flow comes from, the initialisation and the release generator's noise switch: not shapes
+    ignore = {"model.flow.checkpoint", "model.flow.source", "model.init", "model.generator.noise"}
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if k not in ignore and old.get(k) != new.get(k)]

@@ -41,10 +41,11 @@ def to_uint8(images: torch.Tensor, truncate: bool = False) -> np.ndarray:
 
 
 def pose_picture(pose: torch.Tensor) -> np.ndarray:
-    """(B,30,H,W) pose maps -> (B,H,W,3) uint8: joints in red over the limb distance maps in grey."""
+    """(B,30,H,W) pose maps -> (B,H,W,3) uint8: joints in red over the limb distance maps in grey (black
+    without limb maps, (B,18,H,W))."""
     pose = pose.detach().float().cpu()
     joints = pose[:, :18].amax(dim=1)  # (B,H,W)
-    limbs = pose[:, 18:].amax(dim=1)
+    limbs = pose[:, 18:].amax(dim=1) if pose.shape[1] > 18 else torch.zeros_like(joints)
     grey = (limbs.clamp(0, 1) * 160).numpy()
     out = np.repeat(grey[..., None], 3, axis=-1)
     out[..., 0] = np.maximum(out[..., 0], joints.clamp(0, 1).numpy() * 255)

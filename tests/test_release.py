@@ -306,3 +306,85 @@ def test_release_flow_is_zero_on_predicted_background_and_scaled_per_level():
     # finest level at H/2: its own pixels are half the full-resolution flow (bilinear upsampling x 2)
     up = F.interpolate(out.flows[-1] * 2, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(out.flow, up * (~background).unsqueeze(1))
+
+
+# ------------------------------------------------------------------ the release recipe's pieces
+
+
+def test_release_only_keys_are_refused_with_other_networks():
+    from models.build import build_spgnet
+    from utils.config import ConfigError, load_config
+
+    for key in ("model.generator.sean_kernel=3", "model.generator.sean_after_upsample=true",
+                "model.generator.noise=false"):  # the registry refuses a field the variant does not take
+        with pytest.raises(ConfigError, match=key.split("=")[0]):
+            build_spgnet(load_config("configs/synthetic.yaml", [key]))
+    for keys in (["model.flow.start_scale=4"], ["data.aug_scale=1.5"],
+                 ["data.target_augment=true", "model.flow.source=files"]):
+        with pytest.raises(ConfigError, match=keys[0].split("=")[0]):
+            load_config("configs/synthetic.yaml", keys)
+
+
+def test_kaiming_init_follows_the_release_scheme():
+    from models.init import kaiming_init_
+
+    torch.manual_seed(11)
+    net = small_generator(GENERATOR_CASES["deepfashion"][0])
+    sn_before = net.dec_blocks[0][0].conv_in.weight_orig.clone()
+    kaiming_init_(net)
+    fc = net.up_norms[0].refine  # 20 x Linear(128, 128): kaiming-normal with fan_in 128 each, zero bias
+    assert abs(fc.weight.std().item() - (2 / 128) ** 0.5) < 0.003 and fc.bias.abs().max() == 0
+    bn = net.app_down[0][2]
+    assert bn.bias.abs().max() == 0 and (bn.weight - 1).abs().max() < 0.1 and bn.weight.std() > 0
+    conv = net.up_norms[0].sean.style_gamma_beta  # 5x5 over 128 channels: std sqrt(2 / (128 * 25))
+    assert abs(conv.weight.std().item() / (2 / (128 * 25)) ** 0.5 - 1) < 0.1
+    assert torch.equal(net.dec_blocks[0][0].conv_in.weight_orig, sn_before)  # the release's init misses these
+
+
+def test_perceptual_l1_distance_weights_each_layer():
+    from losses.perceptual import VGGPerceptualLoss
+
+    torch.manual_seed(12)
+    with pytest.warns(UserWarning):
+        loss = VGGPerceptualLoss(("relu1_1", "relu2_1"), weights="random", layer_weights=(0.125, 0.5), distance="l1")
+    a, b = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    fa, fb = loss.features(a), loss.features(b)
+    expected = 0.125 * (fa[0] - fb[0]).abs().mean() + 0.5 * (fa[1] - fb[1]).abs().mean()
+    torch.testing.assert_close(loss(a, b)["perceptual"], expected)
+
+
+def test_joint_maps_only_are_the_first_18_channels():
+    from data.pose import encode_pose
+
+    kp = torch.tensor([[10.0, 12.0]] * 18)
+    kp[3] = -1
+    full = encode_pose(kp, 32, 24, mode="binary", radius=4)
+    joints = encode_pose(kp, 32, 24, mode="binary", radius=4, limbs=False)
+    assert joints.shape == (18, 32, 24)
+    torch.testing.assert_close(joints, full[:18])
+
+
+def test_target_augmentation_moves_image_parsing_and_keypoints_together():
+    import cv2
+    import numpy as np
+
+    from data.datasets import affine_keypoints, release_target_affine
+
+    torch.manual_seed(13)
+    h, w = 128, 64
+    affine = release_target_affine((h, w), 1.2, (10, 10))
+    # the release's formula with its x offset centred on H / 2 (sic), from the same draws
+    torch.manual_seed(13)
+    dx, dy = int(torch.randint(-10, 10, ())), int(torch.randint(-10, 10, ()))
+    s = 1.2 ** (float(torch.rand(())) * 2 - 1)
+    np.testing.assert_allclose(affine, [[s, 0, 0.5 * h * (1 - s) + dx], [0, s, 0.5 * w * (1 - s) + dy]])
+    keypoints = np.full((18, 2), -1.0, np.float32)
+    keypoints[0], keypoints[1], keypoints[2] = (40, 30), (100, 20), (130, 20)  # (y, x); the third is outside
+    moved = affine_keypoints(keypoints, affine, (h, w))
+    for j in range(2):  # a lit pixel at the joint lands where the joint goes
+        image = np.zeros((h, w), np.float32)
+        image[int(keypoints[j, 0]), int(keypoints[j, 1])] = 1.0
+        warped = cv2.warpAffine(image, affine, (w, h), flags=cv2.INTER_LINEAR)
+        y, x = np.unravel_index(warped.argmax(), warped.shape)
+        assert abs(y - moved[j, 0]) <= 1 and abs(x - moved[j, 1]) <= 1
+    assert (moved[2:] == -1).all()

@@ -473,3 +473,22 @@ def test_write_image_round_trips_and_refuses_what_it_cannot_encode(tmp_path):
     with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'b.png'}: cannot encode"):
         write_image(tmp_path / "b.png", np.zeros((H, W, 3), np.float64))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_the_error_line_is_the_last_line_under_an_open_progress_bar(capsys):
+    """An error raised inside a tqdm loop: the bar is not drawn again after the error line (cause 13)."""
+    from tqdm import tqdm
+
+    from utils.cli import run_main
+    from utils.errors import InputError
+
+    def main() -> None:
+        bar = tqdm(total=3, desc="train")
+        bar.update(1)
+        raise InputError("bad.csv:3: broken row")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_main(main)
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1] == "error: bad.csv:3: broken row", lines

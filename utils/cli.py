@@ -47,12 +47,16 @@ def error_line(err: BaseException) -> str:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Call `main()`; a known error prints `error_line` on a fresh line of stderr (above any progress bar) and
+    """Call `main()`; a known error closes the open progress bars, prints `error_line` as the last line of stderr and
     exits with code 2."""
     try:
         main()
     except KNOWN_ERRORS as err:
         if os.environ.get("SPGNET_DEBUG"):
             raise
-        tqdm.write(error_line(err), file=sys.stderr)  # clears an active bar first, so the line starts fresh
+        # close the open bars first (an exception leaves a loop's bar open, and tqdm would draw it again below
+        # the line, at the next refresh or at exit): the error line is then the last line, on a line of its own
+        for bar in list(tqdm._instances):
+            bar.close()
+        tqdm.write(error_line(err), file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

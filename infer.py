@@ -263,7 +263,7 @@ def prepare_source(args: argparse.Namespace, cfg: Config) -> tuple[np.ndarray, n
         pad = border_colour(image) if args.pad == "border" else np.full(3, 255, np.uint8)
         image, keypoints = fit_image(image, fit, frame, pad), fit_keypoints(keypoints, fit)
         labels = None if labels is None else fit_labels(labels, fit, frame)
-    check_pose(keypoints, name, *frame)
+    check_pose(keypoints, name, *frame, margin=cfg.data.keypoint_margin)
     return image, keypoints, labels
 
 
@@ -275,7 +275,7 @@ def prepare_targets(args: argparse.Namespace, cfg: Config) -> np.ndarray:
     out = []
     for name, keypoints in poses:
         keypoints = fit_keypoints(keypoints, fit) if fit is not None else keypoints.astype(np.float32)
-        check_pose(keypoints, name, *frame)
+        check_pose(keypoints, name, *frame, margin=cfg.data.keypoint_margin)
         out.append(keypoints)
     return np.stack(out)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.annotations import AnnotationError, read_annotations
+from data.annotations import FRAME_MARGIN, AnnotationError, check_range, read_annotations
 from data.pose import NUM_JOINTS, is_missing
 from utils.errors import InputError
 
@@ -199,13 +199,18 @@ def read_source_pose(spec: str, source_image: Path) -> tuple[str, np.ndarray]:
     return poses[0]
 
 
-def check_pose(keypoints: np.ndarray, name: str, height: int, width: int) -> None:
-    """Refuse a pose the networks cannot place: a NaN/inf coordinate, fewer than 4 joints in the frame, or no
-    torso."""
+def check_pose(keypoints: np.ndarray, name: str, height: int, width: int, margin: float = FRAME_MARGIN) -> None:
+    """Refuse a pose the networks cannot place: a NaN/inf coordinate, a present joint beyond the frame by more
+    than `margin` times the side (the loaders' rule, data.annotations.check_range), fewer than 4 joints in the
+    frame, or no torso."""
     bad = np.flatnonzero(~np.isfinite(keypoints).all(axis=1))
     if bad.size:
         j = int(bad[0])
         raise PoseError(f"pose {name}: joint {j} is {keypoints[j].tolist()}; coordinates must be finite")
+    try:
+        check_range({name: keypoints}, height, width, f"pose {name}", margin=margin)
+    except AnnotationError as err:
+        raise PoseError(str(err)) from None
     y, x = keypoints[:, 0], keypoints[:, 1]
     # pixel i covers [i - 0.5, i + 0.5): a joint is in the frame when it lies on one of its pixels
     inside = ~is_missing(keypoints) & (y >= -0.5) & (y < height - 0.5) & (x >= -0.5) & (x < width - 0.5)

@@ -327,6 +327,22 @@ def test_nan_joint_in_a_pose_json_is_named_at_load(tmp_path):
         read_poses(str(path))
 
 
+
+def test_infer_refuses_a_target_joint_beyond_the_margin(world, tmp_path):
+    """DESIGN.md's keypoint rule holds in infer.py too: a joint more than half the side beyond the frame is an
+    error naming the pose and joint, not a silently dropped joint; one within the margin is used."""
+    pose = [[30.0 + 4 * j, 20.0 + j] for j in range(18)]  # every joint inside the 128x64 frame
+    inside = tmp_path / "inside.json"
+    inside.write_text(json.dumps(pose[:3] + [[-60.0, 20.0]] + pose[4:]))  # -60 >= -0.5 * 128: within the margin
+    far = tmp_path / "far.json"
+    far.write_text(json.dumps(pose[:3] + [[9000.0, 20.0]] + pose[4:]))  # beyond 127 + 64
+    assert run("infer.py", *infer_args(world, tmp_path / "ok", "--target-poses", str(inside))).returncode == 0
+    proc = run("infer.py", *infer_args(world, tmp_path / "out", "--target-poses", str(far)))
+    last = assert_error_names(proc, far)
+    assert "joint 3" in last and "9000" in last, last
+    assert not (tmp_path / "out").exists() or not pngs(tmp_path / "out")
+
+
 def test_truncated_source_image_in_infer_is_an_error_naming_it(world, tmp_path):
     import infer
 

@@ -103,6 +103,17 @@ def test_wrong_type_in_file_names_the_file(tmp_path):
     assert "typed.yaml" in str(err.value) and "data.num_workers" in str(err.value)
 
 
+
+def test_invalid_yaml_is_one_line_naming_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  root: [unclosed\n  x: :\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message, message  # the one `error:` line of the entry points
+    assert message.startswith(f"{path.resolve()}:3:4: not valid YAML"), message  # PyYAML's mark, 0-based there
+
+
 def test_saved_config_round_trips(tmp_path):
     cfg = load_config("configs/market.yaml", ["train.seed=7"])
     save_config(cfg, tmp_path / "config.yaml")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.errors import InputError
 from utils.io import write_csv, write_json
 
 METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh")
@@ -30,6 +31,10 @@ DEFAULT_METRICS = {
 DEFAULT_OTHER = ("ssim", "fid", "lpips", "pckh")
 
 
+class MetricNameError(InputError):
+    """An unknown name in --metrics; the message lists the known ones."""
+
+
 def default_metrics(dataset_name: str) -> tuple[str, ...]:
     return DEFAULT_METRICS.get(dataset_name, DEFAULT_OTHER)
 
@@ -39,7 +44,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
-        raise ValueError(f"--metrics {text!r}: unknown {unknown}; choose from {','.join(METRICS)}")
+        raise MetricNameError(f"--metrics {text!r}: unknown {unknown}; choose from {','.join(METRICS)}")
     return tuple(m for m in METRICS if m in names)
 
 

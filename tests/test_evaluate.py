@@ -289,6 +289,17 @@ def test_command_line_error_exit(fake):
     assert "error: 1 of 5 generated images are missing" in result.stderr
 
 
+
+def test_an_unknown_metric_name_is_an_error_line(fake):
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--generated", str(fake["generated"]), "--dataset-config",
+         str(fake["config"]), f"data.root={fake['root']}", "--metrics", "ssim,fidd", "--weights", "random"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --metrics 'ssim,fidd': unknown ['fidd']")
+
+
 def test_an_unwritable_out_folder_fails_before_any_image_is_scored(fake, monkeypatch):
     blocker = fake["tmp"] / "a-file"
     blocker.write_text("not a folder")

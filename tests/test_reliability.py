@@ -395,6 +395,24 @@ def test_a_non_tensor_pickle_is_refused_as_such(tmp_path):
     assert "weights_only" not in message and "damaged" not in message, message
 
 
+
+def test_a_non_tensor_pickle_as_pretrained_weights_is_refused_as_such(tmp_path):
+    """The backbone weights (VGG19, Inception, AlexNet given by path) are a loading entry point too."""
+    from utils.errors import InputError
+    from utils.weights import load_state_dict
+
+    path = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": os.system}, path)
+    with pytest.raises(InputError) as caught:
+        load_state_dict("vgg19", path)
+    message = str(caught.value)
+    assert "not a plain-tensor" in message and str(path) in message, message
+    assert "weights_only" not in message, message
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="junk.pth"):
+        load_state_dict("vgg19", tmp_path / "junk.pth")
+
+
 def test_prune_never_deletes_the_protected_checkpoint(tmp_path):
     for step in (1, 2, 3, 4, 5):
         ck.atomic_save({"step": step}, ck.checkpoint_path(tmp_path, step))

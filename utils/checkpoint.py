@@ -48,6 +48,18 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
 
 
+def pickled_objects_message(err: pickle.UnpicklingError, path: str | Path, kind: str, advice: str) -> str | None:
+    """The message for torch.load(weights_only=True)'s refusal of a file that holds pickled Python objects, or
+    None when `err` is another unpickling error. Torch's own message advises weights_only=False, i.e. running
+    whatever the file says: it is never repeated."""
+    if "weights only" not in str(err).lower():
+        return None
+    found = _GLOBAL.search(str(err))
+    what = f" (it references {found.group(1)})" if found else ""
+    return (f"{path} is not a plain-tensor {kind}: it holds pickled Python objects{what}, which are refused because "
+            f"unpickling them can run arbitrary code. {advice}")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with weights_only=True; a truncated or corrupt file is a CheckpointError naming it."""
     path = Path(path)
@@ -56,17 +68,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
+        refused = pickled_objects_message(
+            err, path, "checkpoint", "SPGNet checkpoints hold only tensors, numbers and strings; use a checkpoint "
+            "written by this project's train.py.")
+        if refused is None:
             raise CheckpointError(f"checkpoint {path} is damaged (truncated or corrupt) and cannot be read: "
                                   f"{type(err).__name__}") from err
-        # torch's message advises weights_only=False, i.e. running whatever the file says: never repeat that
-        found = _GLOBAL.search(str(err))
-        what = f" (it references {found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"{path} is not a plain-tensor checkpoint: it holds pickled Python objects{what}, which are refused "
-            "because unpickling them can run arbitrary code. SPGNet checkpoints hold only tensors, numbers and "
-            "strings; use a checkpoint written by this project's train.py."
-        ) from None
+        raise CheckpointError(refused) from None
     except Exception as err:  # torch raises RuntimeError/EOFError depending on the damage
         raise CheckpointError(
             f"checkpoint {path} is damaged (truncated or corrupt) and cannot be read: {err}. "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 import torchvision.models as tv_models
 from pytorch_fid.inception import FID_WEIGHTS_URL
 
+from utils.checkpoint import pickled_objects_message
 from utils.errors import InputError
 
 
@@ -70,6 +72,10 @@ KNOWN_WEIGHTS: dict[str, WeightsInfo] = {
               OPENPOSE_SHA256),
     )
 }
+
+
+class WeightsError(InputError):
+    """A weights file that cannot be read as the state dict it should be (damaged, foreign, pickled objects)."""
 
 
 class MissingWeightsError(InputError, FileNotFoundError):
@@ -128,8 +134,14 @@ def load_state_dict(name: str, path: str | os.PathLike | None = None) -> dict[st
     file = find_weights(name, path)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = pickled_objects_message(err, file, f"{name} state dict",
+                                          f"Use the official file: python scripts/download_weights.py {name}")
+        if refused is None:
+            raise WeightsError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__})") from err
+        raise WeightsError(refused) from None
     except Exception as err:  # truncated or foreign file: say which
-        raise InputError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__}: {err})") from err
+        raise WeightsError(f"{file}: cannot be read as a {name} state dict ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
-        raise InputError(f"{file}: expected a state dict, got {type(state).__name__}")
+        raise WeightsError(f"{file}: expected a state dict, got {type(state).__name__}")
     return state

@@ -385,6 +385,25 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_names_the_path(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
+
+def test_a_checkpoint_save_onto_a_full_disk_is_an_oserror_naming_the_path(tmp_path):
+    """A real EFBIG inside torch.save (whose zip writer reports it as a RuntimeError of its own): the save fails
+    with an OSError naming the checkpoint, the previous one stays, no temporary is left."""
+    path = tmp_path / "step-00000010.pt"
+    ck.atomic_save({"format": ck.FORMAT, "step": 1}, path)
+    code = ("import sys, torch; from utils import checkpoint as ck\n"
+            "try:\n"
+            f"    ck.atomic_save({{'format': ck.FORMAT, 'step': 2, 'w': torch.zeros(100_000)}}, {str(path)!r})\n"
+            "except OSError as err:\n"
+            "    print(err); sys.exit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          preexec_fn=file_size_limit(100_000))  # the new file needs 400 kB
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert str(path) in proc.stdout and "File too large" in proc.stdout, proc.stdout
+    assert ck.load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_a_non_tensor_pickle_is_refused_as_such(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": ck.FORMAT, "payload": os.system}, path)  # a pickled global: code on unpickling

@@ -45,7 +45,18 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save through utils.io.atomic_write (fsynced); an OSError naming `path` when it cannot be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
+    atomic_write(path, lambda f: _torch_save(obj, f), fsync=True)
+
+
+def _torch_save(obj: Any, f: Any) -> None:
+    """torch.save, except that a failed write of the file (ENOSPC, EFBIG) comes out as that OSError: torch's zip
+    writer reports it as a RuntimeError of its own ("unexpected pos ..."), with the OSError as its context."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as err:
+        if isinstance(err.__context__, OSError):
+            raise err.__context__ from None
+        raise
 
 
 def pickled_objects_message(err: pickle.UnpicklingError, path: str | Path, kind: str, advice: str) -> str | None:

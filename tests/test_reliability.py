@@ -545,3 +545,26 @@ def test_the_error_line_is_the_last_line_under_an_open_progress_bar(capsys):
     assert exit_.value.code == 2
     lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
     assert lines[-1] == "error: bad.csv:3: broken row", lines
+
+
+# ------------------------------------------------------------------ scripts/report.py: named inputs exist
+
+
+def test_report_refuses_missing_or_unreadable_inputs(tmp_path):
+    """A report of a run folder that does not exist, or of a metrics file that is not JSON, is an error naming
+    the path (it was an empty report with exit 0, and a JSONDecodeError traceback)."""
+    run_dir = tmp_path / "joint"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "g/l1": 0.5}) + "\n")
+    out = tmp_path / "report.html"
+    missing = tmp_path / "nope"
+    assert_error_names(run("scripts/report.py", "--joint", str(missing), "--out", str(out)), missing)
+    broken = tmp_path / "metrics.json"
+    broken.write_text("{oops")
+    assert_error_names(run("scripts/report.py", "--joint", str(run_dir), "--metrics", str(broken), "--out", str(out)),
+                       broken)
+    assert_error_names(run("scripts/report.py", "--joint", str(run_dir), "--metrics", str(missing), "--out",
+                           str(out)), missing)
+    assert not out.exists()
+    proc = run("scripts/report.py", "--joint", str(run_dir), "--out", str(out))
+    assert proc.returncode == 0 and "<svg" in out.read_text(), proc.stderr[-2000:]

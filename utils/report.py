@@ -11,8 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.io import write_text
+from utils.errors import InputError
+from utils.io import read_image, write_text
 from utils.run import read_metrics
+
+
+class ReportError(InputError):
+    """A report input that is missing or cannot be read; the message names it."""
+
 
 CURVES = [
     ("Stage 1: SPATN parsing", ["g/ce"], ["val/ce"]),
@@ -86,8 +92,7 @@ def results_grid(grids_dir: Path, rows: int = 8) -> str:
     files = sorted(grids_dir.glob("*.png"))[:rows]
     if not files:
         return "<p>(no test grids found)</p>"
-    pictures = [cv2.imread(str(f)) for f in files]
-    sheet = np.concatenate([p for p in pictures if p is not None], axis=0)
+    sheet = np.concatenate([read_image(f) for f in files], axis=0)  # an unreadable grid names its file
     return (f'<p>columns: source | target pose | predicted parsing | generated | ground truth '
             f'({len(files)} test pairs)</p><img src="{png_data_uri(sheet)}" alt="test results">')
 
@@ -95,9 +100,16 @@ def results_grid(grids_dir: Path, rows: int = 8) -> str:
 def metrics_table(metrics_path: Path | None) -> str:
     """evaluate.py's metrics.json as a table: each metric's label (which names its protocol), value and how it was
     computed; the run's other fields below."""
-    if metrics_path is None or not metrics_path.is_file():
+    if metrics_path is None:
         return "<p>(no metrics.json)</p>"
-    data = json.loads(metrics_path.read_text())
+    if not metrics_path.is_file():
+        raise ReportError(f"--metrics {metrics_path}: file not found")
+    try:
+        data = json.loads(metrics_path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ReportError(f"--metrics {metrics_path}: not evaluate.py's metrics.json ({err})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"--metrics {metrics_path}: not evaluate.py's metrics.json (a JSON object expected)")
     values = data.get("metrics", data)
     labels, protocols = data.get("labels", {}), data.get("protocols", {})
 
@@ -114,6 +126,12 @@ def metrics_table(metrics_path: Path | None) -> str:
 
 def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, metrics: Path | None,
                  title: str = "SPGNet run report", extra: str = "") -> Path:
+    for flag, folder in (("--joint", joint), ("--flow", flow), ("--test", test)):
+        if folder is not None and not folder.is_dir():
+            raise ReportError(f"{flag} {folder}: not a folder")
+    for flag, folder in (("--joint", joint), ("--flow", flow)):
+        if folder is not None and not (folder / "metrics.jsonl").is_file():
+            raise ReportError(f"{flag} {folder}: no metrics.jsonl in it (not a run folder of train.py)")
     body = [f"<h1>{html.escape(title)}</h1>", extra]
     body.append("<h2>Test results</h2>" + (results_grid(test / "grids") if test else ""))
     body.append("<h2>Metrics</h2>" + metrics_table(metrics))

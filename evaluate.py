@@ -46,7 +46,7 @@ from metrics.lpips import LPIPSMetric
 from metrics.masks import pose_masks
 from metrics.pckh import pckh_counts, pckh_score
 from metrics.protocols import PROTOCOLS, Protocol, get_protocol
-from utils.cli import run_main
+from utils.cli import non_negative_int, positive_int, run_main
 from utils.config import load_config
 from utils.errors import InputError
 from utils.io import ensure_writable_folder
@@ -95,8 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma list of OpenPose scales (PATN: 0.5,1,1.5,2)")
     p.add_argument("--out", default=None, help="output folder (default: <generated>/../metrics)")
     p.add_argument("--allow-missing", action="store_true", help="evaluate the pairs that exist, report the rest")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="image-loading workers (default: data.num_workers)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="image-loading workers (default: data.num_workers)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options

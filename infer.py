@@ -55,7 +55,7 @@ from data.pose_files import check_pose, read_poses, read_source_pose
 from data.visual import from_uint8, parsing_picture, read_image, to_uint8
 from models.pipeline import Pipeline, load_pipeline
 from utils import checkpoint as ck
-from utils.cli import run_main
+from utils.cli import positive_int, run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
 from utils.errors import InputError
 from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image
@@ -237,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pad", choices=("border", "white"), default="border", help="padding colour for --resize")
     p.add_argument("--parsing", action="store_true", help="also write the predicted target parsing maps")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=None, help="target poses per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="target poses per forward pass")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
 

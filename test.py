@@ -34,7 +34,7 @@ from data.loaders import build_dataset, build_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from models.pipeline import load_pipeline
 from utils import checkpoint as ck
-from utils.cli import run_main
+from utils.cli import non_negative_int, positive_int, run_main
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
 from utils.io import ImageReadError, ensure_writable_folder, read_image, remove_orphans, write_image
@@ -48,14 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.root=/data/df")
     p.add_argument("--out", default=None, help="output folder (default: <run>/test-<step>)")
     p.add_argument("--pairs", default=None, help="pairs CSV (from,to); default: the config's test pairs")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--workers", type=non_negative_int, default=None)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--grids", action="store_true", help="also write comparison grids")
     p.add_argument("--parsing", action="store_true", help="also write predicted parsing maps (colour PNG)")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip pairs whose requested outputs exist and decode completely at the right size")
-    p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     p.add_argument("--format", choices=(*GENERATED_FORMATS, "png+jpg"), default="png",
                    help="png (lossless), jpg (cv2, quality 95, as the authors' test script), or both")
     p.add_argument("--names", choices=GENERATED_NAMES, default="ours",

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.synthetic import STYLES, generate_dataset  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from utils.cli import positive_int, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poses", type=int, default=6, help="images per identity; pairs are all ordered pairs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.15, help="share of identities in the test split")
-    p.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes; the output does not depend on it")
     args = p.parse_args(argv)
     try:
         c = generate_dataset(args.out, style=args.style, identities=args.identities, poses=args.poses,

@@ -34,7 +34,7 @@ from data.parsing import NUM_CIHP, label_merge  # noqa: E402
 from data.visual import from_uint8, read_image  # noqa: E402
 from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from utils.cli import non_negative_int, positive_int, run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
 from utils.io import (  # noqa: E402
     ImageReadError,  # noqa: E402
@@ -99,8 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="the Market config (data paths, image size, label merge)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of --config, e.g. data.root=...")
     p.add_argument("--split", choices=("train", "test", "both"), default="both")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="loader processes (default: data.num_workers)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="loader processes (default: data.num_workers)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace existing parsing maps")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options

@@ -568,3 +568,20 @@ def test_report_refuses_missing_or_unreadable_inputs(tmp_path):
     assert not out.exists()
     proc = run("scripts/report.py", "--joint", str(run_dir), "--out", str(out))
     assert proc.returncode == 0 and "<svg" in out.read_text(), proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ counts on the command line
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("test.py", "--limit", "0"), ("test.py", "--batch-size", "0"), ("test.py", "--workers", "-1"),
+    ("infer.py", "--batch-size", "0"), ("evaluate.py", "--batch-size", "0"),
+    ("scripts/predict_parsing.py", "--batch-size", "-1"), ("scripts/make_synthetic.py", "--workers", "0"),
+])
+def test_a_count_out_of_range_is_a_usage_error(script, flag, value):
+    """A batch size, limit or worker count out of range stops at argument parsing (exit 2, one line naming the
+    flag), instead of a ValueError traceback from the DataLoader or a silent fallback to the config's value."""
+    proc = run(script, flag, value)  # checked before the missing required arguments
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"error: argument {flag}: " in last and value in last, last

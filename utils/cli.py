@@ -15,6 +15,7 @@ Traceback ..."); the line printed is the original message only.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -29,6 +30,26 @@ EXIT_BAD_INPUT = 2
 
 
 _WORKER = re.compile(r"^Caught (\w+) in .*?\nOriginal Traceback", re.DOTALL)  # torch's ExceptionWrapper.reraise
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be >= 1 (batch size, limit): anything else is a usage error."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0 (loader worker processes)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
 
 
 def original_message(text: str) -> str:

@@ -208,7 +208,7 @@ def check_pose(keypoints: np.ndarray, name: str, height: int, width: int, margin
         j = int(bad[0])
         raise PoseError(f"pose {name}: joint {j} is {keypoints[j].tolist()}; coordinates must be finite")
     try:
-        check_range({name: keypoints}, height, width, f"pose {name}", margin=margin)
+        check_range({name: keypoints}, height, width, "pose", margin=margin)  # "pose: <name> joint ..."
     except AnnotationError as err:
         raise PoseError(str(err)) from None
     y, x = keypoints[:, 0], keypoints[:, 1]

@@ -144,3 +144,13 @@ def test_gloo_sync_batchnorm_matches_full_batch_batchnorm():
     # DDP averages parameter gradients over ranks; the losses here are sums, so the full-batch one is the sum
     torch.testing.assert_close(out[0][2] + out[1][2], ref[0].weight.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out[0][3], ref[0].running_var, atol=1e-6, rtol=1e-6)
+
+
+def test_metrics_rows_survive_a_last_line_cut_short_but_not_a_broken_one(tmp_path):
+    from utils.run import MetricsFileError, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "g/l1": 0.5}\n{"step": 2, "g/l')  # killed mid-append
+    assert read_metrics(tmp_path) == [{"step": 1, "g/l1": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(MetricsFileError, match=r"metrics.jsonl, line 2: not a JSON row"):
+        read_metrics(tmp_path)

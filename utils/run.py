@@ -183,8 +183,23 @@ class RunLogger:
             self.writer.close()
 
 
+class MetricsFileError(InputError):
+    """A metrics.jsonl line that is not JSON (other than a last line cut short by a kill)."""
+
+
 def read_metrics(folder: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl. A run killed while appending can leave its last line cut short: that
+    line is dropped (its values are re-logged when the run resumes); any other malformed line is an error."""
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not path.read_text().endswith("\n"):
+                break  # the unfinished last append of a killed run
+            raise MetricsFileError(f"{path}, line {number}: not a JSON row ({err.msg})") from None
+    return rows

@@ -63,12 +63,11 @@ def pickled_objects_message(err: pickle.UnpicklingError, path: str | Path, kind:
     """The message for torch.load(weights_only=True)'s refusal of a file that holds pickled Python objects, or
     None when `err` is another unpickling error. Torch's own message advises weights_only=False, i.e. running
     whatever the file says: it is never repeated."""
-    if "weights only" not in str(err).lower():
-        return None
     found = _GLOBAL.search(str(err))
-    what = f" (it references {found.group(1)})" if found else ""
-    return (f"{path} is not a plain-tensor {kind}: it holds pickled Python objects{what}, which are refused because "
-            f"unpickling them can run arbitrary code. {advice}")
+    if "weights only" not in str(err).lower() or found is None:
+        return None  # not a refused object (random bytes also fail "weights only", with "Unsupported operand")
+    return (f"{path} is not a plain-tensor {kind}: it holds pickled Python objects (it references {found.group(1)}), "
+            f"which are refused because unpickling them can run arbitrary code. {advice}")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,0 +1,82 @@
+"""scripts/demo.py and its report: test pairs spread over people, legends inside their charts, and the demo's
+resume rules (a finished demo is not recomputed; --minutes N continues it from its last checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.report import person_of, spread_over_people, svg_chart
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.spatn.ngf=4", "model.spatn.n_blocks=1", "model.flow.base_channels=4", "model.flow.max_channels=8",
+        "model.flow.n_scales=3", "model.generator.base_channels=4", "model.generator.max_channels=8",
+        "model.generator.style_dim=8", "model.generator.norm_hidden=4", "model.discriminator.ndf=4",
+        "model.discriminator.n_layers=2", "data.num_workers=0", "data.val_pairs=2", "train.batch_size=2"]
+
+
+def test_report_pairs_span_people():
+    names = [f"synthid{p:06d}_{a}front___synthid{p:06d}_{b}back.png" for p in (3, 1, 2) for a in range(3)
+             for b in range(3) if a != b]
+    chosen = spread_over_people(names, 5)
+    people = [person_of(n.split("___")[0]) for n in chosen]
+    assert people == ["synthid000001", "synthid000002", "synthid000003", "synthid000001", "synthid000002"]
+    assert len(set(chosen)) == 5
+    assert spread_over_people(names[:2], 8) == sorted(names[:2])  # fewer pairs than rows: all of them
+    assert person_of("0002_c1s1_000451_03.jpg") == "0002"  # Market-1501's id field
+
+
+def test_chart_legend_lies_inside_the_picture():
+    series = {"val/flow_epe_zero_flow_with_a_long_name": [(0, 1.0), (10, 0.5)], "val/ssim_copy_source": [(5, 0.2)],
+              "third": [(1, 0.1), (2, 0.3)]}
+    svg = svg_chart("t", series)
+    height = int(re.search(r'height="(\d+)"', svg).group(1))
+    ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)"', svg)]
+    assert max(ys) <= height and all(name in svg for name in series)
+    xs = [float(x) for x in re.findall(r'<text x="([\d.]+)"', svg)]
+    assert max(xs) < 460  # no legend entry starts past the right edge (each has its own line)
+
+
+def demo(market_people: Path, out: Path, *extra: str) -> str:
+    cmd = [sys.executable, "scripts/demo.py", "--config", "configs/synthetic_market.yaml", "--data",
+           str(market_people), "--out", str(out), "--flow-steps", "2", "--test-pairs", "3", *extra, *TINY]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def joint_steps(out: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (out / "joint" / "checkpoints").glob("step-*.pt"))
+
+
+@pytest.mark.slow
+def test_minutes_continues_a_finished_demo_and_a_finished_demo_is_not_recomputed(market_people, tmp_path):
+    out = tmp_path / "demo"
+    demo(market_people, out, "--steps", "2")
+    assert joint_steps(out)[-1] == 2
+    metrics = out / "test-00000002" / "metrics" / "metrics.json"
+    values = json.loads(metrics.read_text())["metrics"]
+    assert {"ssim", "colour", "colour20", "parsing_acc", "parsing_miou"} <= set(values)
+    for baseline in ("copy_source", "background"):
+        assert (out / "baselines" / f"{baseline}-metrics" / "metrics.json").is_file()
+    first = metrics.stat().st_mtime_ns
+    seconds = json.loads((out / "timings.json").read_text())["seconds"]
+
+    # everything done: no training, no test, no evaluation, the report keeps the run's wall time
+    log = demo(market_people, out, "--steps", "2")
+    assert "train.py" not in log and "test.py" not in log and "evaluate.py" not in log
+    assert metrics.stat().st_mtime_ns == first
+    assert json.loads((out / "timings.json").read_text())["seconds"] == seconds
+    report = (out / "report.html").read_text()
+    assert f"total {sum(seconds.values()) / 60:.1f}" in report
+
+    # --minutes N: N more minutes (here: until 2 more steps) from the last checkpoint, evaluated afresh
+    demo(market_people, out, "--steps", "2", "--minutes", "5")
+    assert joint_steps(out)[-1] == 4
+    assert (out / "test-00000004" / "metrics" / "metrics.json").is_file()
+    assert "joint checkpoint step 4" in (out / "report.html").read_text()

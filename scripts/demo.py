@@ -116,8 +116,9 @@ def write_baselines(cfg: Config, pairs: list[tuple[str, str]], out: Path) -> dic
     return folders
 
 
-def evaluate(py: str, images: Path, metrics: str, metrics_dir: Path, args, data: list[str],
-             extra: tuple[str, ...] = ()) -> list[str]:
+def evaluate_command(py: str, images: Path, metrics: str, metrics_dir: Path, args: argparse.Namespace,
+                     data: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """evaluate.py on a folder of generated (or baseline) images, with the demo's random-init backbones."""
     return [py, "evaluate.py", "--generated", str(images), "--dataset-config", args.config, *data, "--out",
             str(metrics_dir), "--weights", "random", "--metrics", metrics, *extra]
 
@@ -187,14 +188,14 @@ def main(argv: list[str] | None = None) -> None:
                              "--out", str(test_dir), "--grids", "--parsing", "--skip-existing"])
         # FID against the test images (not the training set) and the faster, equal square root: the
         # random-init Inception makes it a smoke test here, not a number to compare
-        timings.run("evaluate", evaluate(py, test_dir / "images", MODEL_METRICS, metrics_dir, args, data,
-                                         ("--pred-parsing", str(test_dir / "parsing_labels"), "--fid-network",
-                                          "standard", "--fid-method", "eigh")))
+        timings.run("evaluate", evaluate_command(py, test_dir / "images", MODEL_METRICS, metrics_dir, args, data,
+                                                 ("--pred-parsing", str(test_dir / "parsing_labels"), "--fid-network",
+                                                  "standard", "--fid-method", "eigh")))
     baselines = {}
     for name, folder in write_baselines(cfg, test_pairs(cfg, args.test_pairs), out / "baselines").items():
         baselines[name] = folder.parent / f"{name}-metrics" / "metrics.json"
         if not baselines[name].is_file():
-            timings.run("evaluate", evaluate(py, folder, BASELINE_METRICS, baselines[name].parent, args, data))
+            timings.run("evaluate", evaluate_command(py, folder, BASELINE_METRICS, baselines[name].parent, args, data))
 
     # 6. the report
     minutes = (time.time() - started) / 60

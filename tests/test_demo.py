@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from data.annotations import read_pairs
+from scripts import demo as demo_script
+from utils.config import load_config
 from utils.report import person_of, spread_over_people, svg_chart
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +85,20 @@ def test_minutes_continues_a_finished_demo_and_a_finished_demo_is_not_recomputed
     assert joint_steps(out)[-1] == 4
     assert (out / "test-00000004" / "metrics" / "metrics.json").is_file()
     assert "joint checkpoint step 4" in (out / "report.html").read_text()
+
+
+def test_baselines_copy_the_source_and_paint_the_mean_background(market_people, tmp_path):
+    cfg = load_config(REPO / "configs/synthetic_market.yaml", [f"data.root={market_people}"])
+    pairs = read_pairs(market_people / cfg.data.pairs_test)[:2]
+    folders = demo_script.write_baselines(cfg, pairs, tmp_path / "b")
+    pixels = []  # every training image's background pixels, gathered one image at a time
+    for image in sorted((market_people / "train").iterdir()):
+        labels = cv2.imread(str(market_people / "train_parsing" / (image.stem + ".png")), cv2.IMREAD_UNCHANGED)
+        pixels.append(cv2.imread(str(image))[labels == 0][:, ::-1])
+    expected = np.round(np.concatenate(pixels).astype(np.float64).mean(axis=0))
+    for src, tgt in pairs:
+        name = f"{Path(src).stem}___{Path(tgt).stem}.png"
+        assert np.array_equal(cv2.imread(str(folders["copy_source"] / name)),
+                              cv2.imread(str(market_people / "test" / src)))
+        constant = cv2.imread(str(folders["background"] / name))[..., ::-1]
+        assert (constant == expected).all() and constant.shape == (128, 64, 3)

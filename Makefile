@@ -30,4 +30,4 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 clean-demo:
-	rm -rf runs/demo datasets/synthetic
+	rm -rf runs/demo datasets/synthetic_small

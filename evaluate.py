@@ -8,6 +8,7 @@
     python evaluate.py ... --metrics ssim,fid,lpips,pckh                       # PCKh with the built-in OpenPose
     python evaluate.py ... --pred-keypoints openpose-on-generated.csv          # PCKh from your estimator's CSV
     python evaluate.py ... --pose-estimator my_package.openpose:Estimator      # or run a pluggable estimator
+    python evaluate.py ... --pred-parsing runs/x/test/parsing_labels           # + SPATN's parsing accuracy, mIoU
 
 Reads the config's test pairs (`data.pairs_test`, capped by `data.max_test_pairs`), expects one generated image
 per pair in --generated (test.py's naming: --names ours `<from-stem>___<to-stem>`, or release `<from>_<to>`, with
@@ -17,6 +18,10 @@ evaluation"): clean (ours, the default: no published table used it), release (th
 paper's Tables 1-2), patn (PATN's SSIM / Mask-SSIM / PCKh), gfla (GFLA's script/metrics.py). PCKh is PATN's
 script, on keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose
 COCO body model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
+Our own measures, in the clean protocol only (no published script computes them): the per-part colour error of
+metrics/colour.py over the target's ground-truth parsing (by default whenever the test split has parsing maps),
+and, given --pred-parsing (test.py --parsing's parsing_labels/ folder, labels in data.label_merge's ids), parsing
+pixel accuracy and mIoU over the classes present in the ground truth (metrics/parsing.py).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
 computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout, each
@@ -29,27 +34,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data.annotations import read_annotations, read_pairs
-from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name
+from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name, stem
+from data.parsing import NUM_CIHP, check_merge, label_merge, num_classes
 from metrics import estimators, openpose, table
+from metrics.colour import WITHIN_LEVELS, part_colour_errors
+from metrics.colour import summarise as colour_summary
 from metrics.fid import NETWORKS, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance
 from metrics.fid import real_statistics as fid_real_statistics
 from metrics.files import crop_square_fashion, kept_mask, read_image, write_release_crops
 from metrics.lpips import LPIPSMetric
 from metrics.masks import pose_masks
+from metrics.parsing import confusion_matrix, parsing_scores
 from metrics.pckh import pckh_counts, pckh_score
 from metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from utils.cli import non_negative_int, positive_int, run_main
 from utils.config import load_config
 from utils.errors import InputError
 from utils.io import ensure_writable_folder
+from utils.io import read_image as read_image_file
 
 SHOW_MISSING = 10  # how many missing names an error lists
 
@@ -84,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pred-keypoints", default=None,
                    help="annotation CSV of keypoints estimated on the generated images, keyed by generated file name")
     p.add_argument("--pose-estimator", default=None, help="module:attr of a pose estimator (metrics/estimators.py)")
+    p.add_argument("--pred-parsing", default=None,
+                   help="folder of predicted target label maps <from-stem>___<to-stem>.png (test.py --parsing's "
+                        "parsing_labels/): adds parsing pixel accuracy and mIoU")
     p.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
                    help="FID/LPIPS/OpenPose networks: pretrained from the torch hub cache, or random (tests only)")
     p.add_argument("--inception-weights", default=None, help="explicit path of the FID Inception checkpoint")
@@ -113,10 +128,12 @@ class Pair:
     target: str
 
 
-def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protocol) -> tuple[str, ...]:
+def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protocol, has_target_parsing: bool = False
+                   ) -> tuple[str, ...]:
     """--metrics, or the paper's set for the dataset restricted to what the protocol defines; the default runs PCKh
     only on given keypoints or estimator (the built-in OpenPose is slow on a CPU, so it runs when --metrics names
-    pckh)."""
+    pckh), and adds our colour error where the protocol defines it (clean) and the test split has parsing maps,
+    and parsing accuracy where --pred-parsing is given. A metric the protocol lacks is a ProtocolError."""
     has_keypoints = args.pred_keypoints is not None or args.pose_estimator is not None
     if args.pred_keypoints and args.pose_estimator:
         raise EvaluationError("give --pred-keypoints or --pose-estimator, not both")
@@ -126,8 +143,19 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
             print("note: PCKh skipped (name it in --metrics to run the built-in OpenPose, or give "
                   "--pred-keypoints CSV or --pose-estimator)", file=sys.stderr)
             chosen = tuple(m for m in chosen if m != "pckh")
-        return chosen
-    return table.parse_metrics(args.metrics)
+        chosen += ("colour",) * (has_target_parsing and protocol.colour is not None)
+        chosen += ("parsing",) * (args.pred_parsing is not None)  # asked for: under release etc. an error below
+    else:
+        chosen = table.parse_metrics(args.metrics)
+    for metric in chosen:  # before the checks below: under release, --metrics parsing is wrong whatever is given
+        protocol.spec(metric)
+    if "parsing" in chosen and args.pred_parsing is None:
+        raise EvaluationError("parsing accuracy needs predicted label maps: pass --pred-parsing DIR "
+                              "(test.py --parsing writes them to <out>/parsing_labels)")
+    if ("colour" in chosen or "parsing" in chosen) and not has_target_parsing:
+        raise EvaluationError("the colour error and parsing accuracy need the test split's ground-truth parsing "
+                              "maps (data.test_dir + data.parsing_suffix), which this dataset lacks")
+    return chosen
 
 
 def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool, names: str = "ours",
@@ -148,15 +176,34 @@ def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: boo
     return found, missing
 
 
+def read_labels(path: Path, size: tuple[int, int], top: int) -> np.ndarray:
+    """(H,W) uint8 label map of `size` with labels below `top`; EvaluationError naming the file otherwise."""
+    image = read_image_file(path, cv2.IMREAD_UNCHANGED)  # ImageReadError names a missing or truncated file
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise EvaluationError(f"{path}: a label map must be a single-channel uint8 PNG, got {image.dtype} "
+                              f"{image.shape}")
+    if image.shape != tuple(size):
+        raise EvaluationError(f"{path}: label map is {image.shape[0]}x{image.shape[1]} (HxW), expected "
+                              f"{size[0]}x{size[1]}")
+    if image.size and int(image.max()) >= top:
+        raise EvaluationError(f"{path}: label {int(image.max())} is outside 0..{top - 1}")
+    return image
+
+
 class PairImages(torch.utils.data.Dataset):
     """(generated, ground truth) uint8 images as the protocol decodes them, target keypoints, optionally the target
-    pose mask, and, where the protocol crops DeepFashion 256x256 images for FID / LPIPS, the cropped pair: the
-    generated crop read from the crop folder the release's crop_img writes, the ground truth cropped alike."""
+    pose mask, where the protocol crops DeepFashion 256x256 images for FID / LPIPS the cropped pair (the generated
+    crop read from the crop folder the release's crop_img writes, the ground truth cropped alike), and optionally
+    the target's ground-truth parsing (CIHP ids, `truth_parsing` folder) and a predicted label map (`pred_parsing`
+    folder, always PNG, in the ids of the `merge` table, which the ground truth is mapped through to compare)."""
 
     def __init__(self, pairs: list[Pair], generated: Path, truth: Path, size: tuple[int, int],
-                 keypoints: np.ndarray, with_masks: bool, reader: str = "cv2", crops: Path | None = None):
+                 keypoints: np.ndarray, with_masks: bool, reader: str = "cv2", crops: Path | None = None,
+                 truth_parsing: Path | None = None, pred_parsing: Path | None = None,
+                 merge: np.ndarray | None = None):
         self.pairs, self.generated, self.truth, self.size = pairs, generated, truth, size
         self.keypoints, self.with_masks, self.reader, self.crops = keypoints, with_masks, reader, crops
+        self.truth_parsing, self.pred_parsing, self.merge = truth_parsing, pred_parsing, merge
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -171,6 +218,13 @@ class PairImages(torch.utils.data.Dataset):
             item["truth_crop"] = to_chw(crop_square_fashion(real))
         if self.with_masks:
             item["mask"] = pose_masks(self.keypoints[i : i + 1], *self.size)[0]  # (H,W) bool
+        if self.truth_parsing is not None:
+            labels = read_labels(self.truth_parsing / (stem(p.target) + ".png"), self.size, NUM_CIHP)
+            item["truth_parsing"] = torch.from_numpy(labels)  # (H,W) uint8 CIHP ids
+            if self.pred_parsing is not None:
+                item["truth_merged"] = torch.from_numpy(self.merge[labels])  # (H,W) int64 merged ids
+                item["pred_parsing"] = torch.from_numpy(
+                    read_labels(self.pred_parsing / (stem(p.generated) + ".png"), self.size, int(self.merge.max()) + 1))
         return item
 
 
@@ -230,7 +284,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvaluationError(f"--fid-network is a choice of the clean protocol; --protocol {args.protocol} fixes "
                               f"its own FID network")
     protocol = get_protocol(args.protocol, size, args.fid_network or "torchvision")
-    chosen = select_metrics(args, cfg.data.name, protocol)
+    truth_parsing = root / (cfg.data.test_dir + cfg.data.parsing_suffix)
+    chosen = select_metrics(args, cfg.data.name, protocol, truth_parsing.is_dir())
     specs = {m: protocol.spec(m) for m in chosen}  # a metric the protocol lacks is an error before any work
     generated = Path(args.generated)
     if not generated.is_dir():
@@ -240,6 +295,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     test_pairs = read_pairs(pairs_file)
     if cfg.data.max_test_pairs is not None:
         test_pairs = test_pairs[: cfg.data.max_test_pairs]
+    pred_parsing = Path(args.pred_parsing) if "parsing" in chosen else None
+    if pred_parsing is not None and not pred_parsing.is_dir():
+        raise EvaluationError(f"--pred-parsing {pred_parsing}: not a folder")
     pairs, missing = find_pairs(test_pairs, generated, args.allow_missing, args.names, args.format)
     kp_target = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
     crops = None
@@ -272,8 +330,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     estimator_name = args.pose_estimator or "built-in OpenPose"
 
     with_masks = "mssim" in chosen or "mlpips" in chosen
+    with_colour = "colour" in chosen
+    merge = check_merge(label_merge(cfg))  # (20,) CIHP id -> the id a predicted label map uses
     dataset = PairImages(pairs, generated, root / cfg.data.test_dir, size, kp_target, with_masks, protocol.reader,
-                         crops)
+                         crops, truth_parsing if with_colour or pred_parsing is not None else None, pred_parsing,
+                         merge)
+    n_merged = num_classes(merge)
+    colour_errors = np.full((len(pairs), NUM_CIHP), np.nan)  # (N,20) e_k per pair and CIHP part
+    confusion = np.zeros((n_merged, n_merged), np.int64)
     workers = cfg.data.num_workers if args.workers is None else args.workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
     per_image: dict[str, np.ndarray] = {k: np.full(len(pairs), np.nan) for k in ("ssim", "mssim", "lpips", "mlpips")}
@@ -295,6 +359,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             per_image["mlpips"][idx] = lpips_model(fake_view, real_view, masks).cpu().numpy()
         if inception is not None and kept["fid"][idx].any():
             moments.update(inception(fake_view[torch.from_numpy(kept["fid"][idx]).to(device)]))
+        if with_colour:  # on the whole images, which the parsing maps cover
+            colour_errors[idx] = part_colour_errors(fake, real, batch["truth_parsing"].to(device)).cpu().numpy()
+        if pred_parsing is not None:
+            confusion += confusion_matrix(batch["pred_parsing"], batch["truth_merged"], n_merged).numpy()
         if estimator is not None:
             names = [pairs[i].generated for i in idx]
             images = batch["generated"].permute(0, 2, 3, 1).numpy()  # (B,H,W,3) uint8 RGB
@@ -328,6 +396,25 @@ def evaluate(args: argparse.Namespace) -> dict:
             used = kept[key]
             results.append(table.MetricResult(key, float(per_image[key][used].mean()), int(used.sum()),
                                               protocol_note(protocol, key, used), random, protocol.name))
+    if with_colour:
+        mean_error, share, parts = colour_summary(colour_errors)
+        results.append(table.MetricResult("colour", mean_error, n, protocol_note(protocol, "colour")
+                                          + f"; mean over {parts} parts", preset=protocol.name))
+        results.append(table.MetricResult("colour20", share, n, f"{protocol.name}: share of those {parts} parts "
+                                          f"with a colour error <= {WITHIN_LEVELS:g} grey levels",
+                                          preset=protocol.name))
+    parsing_info = {}
+    if pred_parsing is not None:
+        scores = parsing_scores(confusion)
+        results.append(table.MetricResult("parsing_acc", scores["pixel_accuracy"], n,
+                                          protocol_note(protocol, "parsing") + "; pixel accuracy",
+                                          preset=protocol.name))
+        results.append(table.MetricResult("parsing_miou", scores["miou"], n, protocol_note(protocol, "parsing")
+                                          + f"; mean IoU over the {scores['classes_in_truth']} classes present in "
+                                          f"the ground truth, {scores['classes_predicted']} classes predicted",
+                                          preset=protocol.name))
+        parsing_info = {"parsing_predicted": str(pred_parsing), "parsing_classes_in_truth": scores["classes_in_truth"],
+                        "parsing_classes_predicted": scores["classes_predicted"]}
     pckh_rows = None
     if "pckh" in chosen:
         if estimator is not None:
@@ -360,9 +447,15 @@ def evaluate(args: argparse.Namespace) -> dict:
         "missing_pairs": len(missing),
         **({"release_crop_folder": str(crops)} if crops else {}),
         **info_fid,
+        **parsing_info,
         **({"lpips_trunk": lpips_model.weights_source} if lpips_model is not None else {}),
     }
-    columns = ["generated", "source", "target", *[k for k in ("ssim", "mssim", "lpips", "mlpips") if k in chosen]]
+    if with_colour:  # one pair's mean over its parts (NaN: no part large enough)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            per_image["colour"] = np.nanmean(colour_errors, axis=1)
+    columns = ["generated", "source", "target",
+               *[k for k in ("ssim", "mssim", "lpips", "mlpips", "colour") if k in chosen]]
     used_columns = [f"{k}_used" for k in ("fid", "lpips", "mlpips") if k in kept and not kept[k].all()]
     rows = []
     for i, p in enumerate(pairs):

@@ -9,10 +9,13 @@ Writes one image per pair, `<from-stem>___<to-stem>.png`, into --out (default: <
 quality 95, `<from-stem>_<to-stem>.jpg`, ((x + 1) * 127.5) truncated to uint8), which their metric scripts and
 `evaluate.py --protocol release` read; a PNG with `--quantise truncate` holds exactly the uint8 image their
 test-time SSIM scored (`--format png+jpg` writes both). `--grids` adds side-by-side pictures
-(source | target pose | predicted parsing | generated | ground truth) and `--parsing` the predicted parsing
-maps as colour PNGs. `--parsing-dir DIR` reads each pair's target parsing from DIR/<from-stem>___<to-stem>.png
-(precomputed, e.g. the release's pred_seg/) instead of running SPATN; the checkpoint then needs no SPATN.
-Then: python evaluate.py --generated <out>/images --dataset-config <config>.
+(source | target pose | predicted parsing | generated | ground truth) and `--parsing` the target parsing the
+generator used (SPATN's prediction, or --parsing-dir's): label maps in parsing_labels/ (single-channel uint8 PNGs
+in the dataset's parsing format, the label ids of data.label_merge: CIHP ids under cihp20; always PNG, since a JPEG
+would blur the labels, named as --names says) and the same maps as colour pictures in parsing/.
+`--parsing-dir DIR` reads each pair's target parsing from DIR/<from-stem>___<to-stem>.png (precomputed, e.g. the
+release's pred_seg/) instead of running SPATN; the checkpoint then needs no SPATN.
+Then: python evaluate.py --generated <out>/images --dataset-config <config> [--pred-parsing <out>/parsing_labels].
 
 Every file is written atomically (utils.io): a killed run leaves complete images only, and `--skip-existing`
 keeps a pair only when each of its requested outputs decodes completely at the right size, so a rerun after a
@@ -52,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=non_negative_int, default=None)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--grids", action="store_true", help="also write comparison grids")
-    p.add_argument("--parsing", action="store_true", help="also write predicted parsing maps (colour PNG)")
+    p.add_argument("--parsing", action="store_true",
+                   help="also write the target parsing used: label maps (parsing_labels/), colour pictures (parsing/)")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip pairs whose requested outputs exist and decode completely at the right size")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
@@ -73,9 +77,10 @@ JPEG_QUALITY = [cv2.IMWRITE_JPEG_QUALITY, 95]  # cv2's default: what the authors
 def pair_files(src: str, tgt: str, outputs: dict[str, tuple[int, ...]], names: str, formats: list[str]
                ) -> list[tuple[str, str, tuple[int, ...]]]:
     """(folder, file name, shape) of every file written for a pair: the generated image in each format, the grid
-    and the parsing picture in the first."""
+    and the parsing picture in the first, the label map as PNG (a JPEG's artefacts would change its labels)."""
+    per_folder = {"images": formats, "parsing_labels": ["png"]}
     return [(sub, generated_image_name(src, tgt, names, fmt), shape) for sub, shape in outputs.items()
-            for fmt in (formats if sub == "images" else formats[:1])]
+            for fmt in per_folder.get(sub, formats[:1])]
 
 
 def refuse_dataset_folder(out: Path, cfg) -> None:
@@ -90,9 +95,10 @@ def refuse_dataset_folder(out: Path, cfg) -> None:
 
 
 def complete(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether `path` is a complete image of `shape` (H, W, 3): what --skip-existing may keep."""
+    """Whether `path` is a complete image of `shape`, (H, W, 3) or a (H, W) label map: what --skip-existing may
+    keep."""
     try:
-        return read_image(path).shape == shape
+        return read_image(path, cv2.IMREAD_COLOR if len(shape) == 3 else cv2.IMREAD_UNCHANGED).shape == shape
     except ImageReadError:
         return False
 
@@ -112,12 +118,14 @@ def main(argv: list[str] | None = None) -> Path:
     out = out.resolve()
     refuse_dataset_folder(out, cfg)
     h, w = cfg.data.image_size
-    # each requested output folder and the (H, W, 3) shape of its pictures (a grid has 5 columns, 2 px gaps)
+    # each requested output folder and the (H, W, 3) shape of its pictures (a grid has 5 columns, 2 px gaps), (H, W)
+    # for the label maps
     outputs = {"images": (h, w, 3)}
     if args.grids:
         outputs["grids"] = (h, 5 * w + 4 * 2, 3)
     if args.parsing:
         outputs["parsing"] = (h, w, 3)
+        outputs["parsing_labels"] = (h, w)
     for sub in outputs:
         ensure_writable_folder(out / sub)
         removed = remove_orphans(out / sub)
@@ -151,14 +159,17 @@ def main(argv: list[str] | None = None) -> Path:
             grid_cols = [to_uint8(batch["src_image"]), pose_picture(batch["tgt_pose"]), parsing_picture(logits),
                          generated, to_uint8(batch["tgt_image"])]
         colour_parsing = parsing_picture(logits) if args.parsing else None
+        labels = logits.argmax(dim=1).to(torch.uint8).cpu().numpy() if args.parsing else None  # (B,H,W)
         for i, (src_name, tgt_name) in enumerate(zip(batch["src_name"], batch["tgt_name"])):
             for sub, name, _ in pair_files(src_name, tgt_name, outputs, args.names, formats):
                 if sub == "images":
                     picture = generated[i]
                 elif sub == "grids":
                     picture = comparison_grid([c[i : i + 1] for c in grid_cols])
-                else:
+                elif sub == "parsing":
                     picture = colour_parsing[i]
+                else:
+                    picture = labels[i]
                 write_image(out / sub / name, picture, params=JPEG_QUALITY if name.endswith(".jpg") else ())
             done += 1  # every write above raised if it failed: this counts complete pairs only
     kept = wanted - len(indices)

@@ -9,6 +9,7 @@ A_tgt,p^-1(x), which the source pose shows at A_src,p(A_tgt,p^-1(x)).
 
     generate_dataset("datasets/synthetic")                        # DeepFashion-like, 256x176
     generate_dataset("datasets/synthetic_market", style="market")  # Market-like, 128x64
+    generate_dataset("datasets/synthetic_small", style="deepfashion_small")  # DeepFashion-like, 128x88
 
 The output follows the release layout of DESIGN.md section 2 (images, annotation and pair CSVs, CIHP parsing
 maps) plus `{split}_flow/<from-stem>___<to-stem>.npz` with `flow` (2,H,W) float16 target->source offsets (x, y)
@@ -70,6 +71,9 @@ STYLES = {
     "deepfashion": Style("deepfashion", 256, 176, False, "fasion-resize-annotation-{split}.csv",
                          "fasion-resize-pairs-{split}.csv"),
     "market": Style("market", 128, 64, True, "market-annotation-{split}.csv", "market-pairs-{split}.csv"),
+    # DeepFashion's proportions at half the side: a quarter of the pixels, what the CPU demo trains on
+    "deepfashion_small": Style("deepfashion_small", 128, 88, False, "fasion-resize-annotation-{split}.csv",
+                               "fasion-resize-pairs-{split}.csv"),
 }
 
 

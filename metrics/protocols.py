@@ -38,6 +38,8 @@ gfla: GFLA's script/metrics.py (RenYurui/Global-Flow-Local-Attention) where it d
 clean (default): ours. SSIM with Gaussian window, population covariance and data range 255 on every image, as
   decoded; FID on every image with pytorch-fid's 2x - 1 input (network "torchvision", real set = the training
   images, or "standard", pytorch-fid's FID Inception with the test images); LPIPS on every image; PCKh as patn.
+  Our own measures, which no published script computes and so only clean defines: the per-part colour error
+  (metrics/colour.py) and SPATN's parsing pixel accuracy and mIoU (metrics/parsing.py).
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metrics.colour import MIN_PART_PIXELS
 from metrics.files import FASHION_NARROW, FASHION_SQUARE, pad_narrow_fashion
 from metrics.ssim import GENERATED_RANGE, apply_mask, ssim
 from utils.errors import InputError
 
 PROTOCOLS = ("clean", "release", "patn", "gfla")
 SCRIPT_BATCH = 64  # the published FID / LPIPS batch size, whose remainder they drop
+METRIC_FIELDS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "parsing")
+OURS = ("colour", "parsing")  # our own measures: in no published script, so only the clean protocol defines them
 PCKH_TEXT = "PATN's calPCKH (alpha 0.5 of the target head box; targets with < 2 head joints skipped)"
 
 
@@ -151,13 +156,17 @@ class Protocol:
     lpips: LPIPSSpec | None = None
     mlpips: LPIPSSpec | None = None
     pckh: str | None = None
+    colour: str | None = None
+    parsing: str | None = None
 
     def spec(self, metric: str):
         value = getattr(self, metric)
         if value is None:
-            offered = ", ".join(m for m in ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh") if getattr(self, m))
-            raise ProtocolError(f"protocol {self.name!r} defines no {metric} (its script computes none); it offers "
-                                f"{offered}; use --protocol release or clean for the others")
+            offered = ", ".join(m for m in METRIC_FIELDS if getattr(self, m))
+            why, use = (("our own measure, in no published script", "clean for it") if metric in OURS
+                        else ("its script computes none", "release or clean for the others"))
+            raise ProtocolError(f"protocol {self.name!r} defines no {metric} ({why}); it offers {offered}; use "
+                                f"--protocol {use}")
         return value
 
     def crops(self, size: tuple[int, int]) -> bool:
@@ -184,6 +193,10 @@ def get_protocol(name: str, size: tuple[int, int], clean_fid_network: str = "tor
             lpips=LPIPSSpec("lpips AlexNet v0.1, [-1, 1], every image"),
             mlpips=LPIPSSpec("LPIPS of [-1, 1] images times the target pose mask, every image"),
             pckh=PCKH_TEXT,
+            colour=f"per pair and target ground-truth part (CIHP ids, >= {MIN_PART_PIXELS} px, not background), the "
+                   f"mean over R,G,B of |mean colour generated - mean colour truth|",
+            parsing="predicted label maps vs. the ground truth through data.label_merge, one confusion matrix "
+                    "pooled over all pairs",
         )
     patn_call = dict(window="gaussian", sample_covariance=False, data_range=GENERATED_RANGE)
     if name == "release":

@@ -224,6 +224,20 @@ def test_market_style(market: tuple[Path, str]) -> None:
     assert mae < WARP_MAE["market"] and mae < zero_mae / 3, (mae, zero_mae, n)
 
 
+def test_deepfashion_small_style(tmp_path: Path) -> None:
+    """The demo's set: DeepFashion's names, CSVs and plain background at 128x88, with flow of that size."""
+    generate_dataset(tmp_path, style="deepfashion_small", identities=2, poses=2, test_fraction=0.5)
+    for split in ("train", "test"):
+        assert read_csv_rows(tmp_path / f"fasion-resize-pairs-{split}.csv")[0] == "from,to"
+        for p in (tmp_path / split).iterdir():
+            assert p.name.startswith("synthid") and cv2.imread(str(p)).shape == (128, 88, 3)
+            parsing = cv2.imread(str(tmp_path / f"{split}_parsing" / f"{p.stem}.png"), cv2.IMREAD_UNCHANGED)
+            assert parsing.shape == (128, 88) and parsing.max() > 0
+        for f in (tmp_path / f"{split}_flow").iterdir():
+            with np.load(f) as z:
+                assert z["flow"].shape == (2, 128, 88)
+
+
 # ------------------------------------------------------------------------------------------------- (6)
 
 

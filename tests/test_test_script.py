@@ -19,6 +19,7 @@ import test as test_script
 from data.annotations import read_pairs
 from data.datasets import generated_image_name
 from data.loaders import build_dataset
+from data.parsing import PALETTE
 from models.build import build_all
 from utils import checkpoint as ck
 from utils.config import load_config
@@ -123,7 +124,33 @@ def test_grids_and_parsing_are_written_per_pair(market_people, checkpoint, tmp_p
         grid = read_rgb(images.parent / "grids" / name)
         assert grid.shape == (128, 5 * 64 + 4 * 2, 3)  # source | pose | parsing | generated | ground truth
         assert np.array_equal(grid[:, 3 * 66 : 3 * 66 + 64], read_rgb(images / name))
-        assert read_rgb(images.parent / "parsing" / name).shape == (128, 64, 3)
+        picture = read_rgb(images.parent / "parsing" / name)
+        assert picture.shape == (128, 64, 3)
+        labels = cv2.imread(str(images.parent / "parsing_labels" / name), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (128, 64) and labels.dtype == np.uint8  # the dataset's parsing format
+        assert np.array_equal(PALETTE[labels], picture)  # the same prediction as the colour picture
+        assert np.array_equal(PALETTE[labels], grid[:, 2 * 66 : 2 * 66 + 64])
+
+
+def test_label_maps_stay_png_under_release_names_and_jpeg(market_people, checkpoint, tmp_path):
+    """--format jpg --names release: pictures become <from>_<to>.jpg, the label maps <from>_<to>.png, the same labels
+    as a PNG run writes; --skip-existing finds them all complete."""
+    ours = run_test(market_people, checkpoint, tmp_path / "png", "--parsing", "--limit", "2").parent
+    release = run_test(market_people, checkpoint, tmp_path / "jpg", "--parsing", "--grids", "--limit", "2",
+                       "--format", "jpg", "--names", "release").parent
+    pairs = read_pairs(market_people / "market-pairs-test.csv")[:2]
+    stems = sorted(f"{Path(a).stem}_{Path(b).stem}" for a, b in pairs)
+    for sub in ("images", "grids", "parsing"):
+        assert sorted(p.name for p in (release / sub).iterdir()) == [f"{s}.jpg" for s in stems], sub
+    assert sorted(p.name for p in (release / "parsing_labels").iterdir()) == [f"{s}.png" for s in stems]
+    for a, b in pairs:
+        got = cv2.imread(str(release / "parsing_labels" / generated_image_name(a, b, "release")), cv2.IMREAD_UNCHANGED)
+        png = cv2.imread(str(ours / "parsing_labels" / generated_image_name(a, b)), cv2.IMREAD_UNCHANGED)
+        assert got.ndim == 2 and np.array_equal(got, png)
+    before = {p: p.stat().st_mtime_ns for p in release.rglob("*.*")}
+    run_test(market_people, checkpoint, tmp_path / "jpg", "--parsing", "--grids", "--limit", "2", "--format", "jpg",
+             "--names", "release", "--skip-existing")
+    assert {p: p.stat().st_mtime_ns for p in release.rglob("*.*")} == before  # nothing rewritten
 
 
 def test_skip_existing_completes_an_interrupted_run(market_people, checkpoint, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,8 @@ CURVES = [
 ]
 FLOW_CURVES = [("Stage 0: flow module", ["flow/flow_epe"], ["val/flow_epe", "val/flow_epe_zero_flow"])]
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+LEGEND_LINE = 14  # px per legend entry: one entry a line below the plot, so no name is cut at the right edge
+MARKET_NAME = re.compile(r"^(-?\d+)_c\d+s\d+_")  # Market-1501: <id>_c<cam>s<seq>_<frame>_<box>
 
 
 def axis_range(values: list[float], pad: float) -> tuple[float, float]:
@@ -38,7 +41,8 @@ def axis_range(values: list[float], pad: float) -> tuple[float, float]:
 
 
 def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int = 460, height: int = 220) -> str:
-    """A small line chart: one polyline per series, axes with min/max labels, a legend."""
+    """A small line chart: one polyline per series (a dot on each point), axes with min/max labels, and a
+    legend of one line per series below the plot (the picture grows by LEGEND_LINE px per series)."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         return ""
@@ -46,8 +50,9 @@ def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int
     ys = [y for pts in series.values() for _, y in pts]
     x0, x1 = axis_range(xs, pad=1)
     y0, y1 = axis_range(ys, pad=0.05 * abs(ys[0]) or 1.0)
-    left, right, top, bottom = 52, 10, 24, 34
+    left, right, top, bottom = 52, 10, 24, 22
     pw, ph = width - left - right, height - top - bottom
+    height += LEGEND_LINE * len(series)
 
     def pos(x: float, y: float) -> str:
         return f"{left + (x - x0) / (x1 - x0) * pw:.1f},{top + (1 - (y - y0) / (y1 - y0)) * ph:.1f}"
@@ -57,15 +62,18 @@ def svg_chart(title: str, series: dict[str, list[tuple[int, float]]], width: int
              f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
              f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
              f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">{y0:.3g}</text>',
-             f'<text x="{left}" y="{height - 18}">{x0}</text>',
-             f'<text x="{left + pw}" y="{height - 18}" text-anchor="end">step {x1}</text>']
+             f'<text x="{left}" y="{top + ph + 14}">{x0}</text>',
+             f'<text x="{left + pw}" y="{top + ph + 14}" text-anchor="end">step {x1}</text>']
     for i, (name, pts) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         points = " ".join(pos(x, y) for x, y in pts)
-        cx, cy = pos(*pts[0]).split(",")
-        marker = "" if len(pts) > 1 else f'<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>'
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>{marker}')
-        parts.append(f'<text x="{left + 6 + 150 * i}" y="{height - 4}" fill="{colour}">{html.escape(name)}</text>')
+        dots = "".join(f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2" fill="{colour}"/>'
+                       for c in points.split()) if len(pts) <= 60 else ""  # dense training curves: the line only
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>{dots}')
+        y = top + ph + bottom + LEGEND_LINE * i + 10
+        parts.append(f'<line x1="{left}" y1="{y - 4}" x2="{left + 16}" y2="{y - 4}" stroke="{colour}" '
+                     f'stroke-width="2"/><text x="{left + 22}" y="{y}" fill="{colour}">{html.escape(name)} '
+                     f'({len(pts)} points)</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -88,44 +96,80 @@ def png_data_uri(image_bgr: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
+def person_of(image_name: str) -> str:
+    """The person an image shows, from its name (scripts/make_pairs.py's rule): Market-1501's first field, else
+    DeepFashion's part before the last '_' (synthid000012_3front.jpg -> synthid000012), else the whole stem."""
+    base = Path(image_name).stem
+    match = MARKET_NAME.match(base)
+    return match.group(1) if match else base.rsplit("_", 1)[0]
+
+
+def spread_over_people(names: list[str], rows: int) -> list[str]:
+    """Up to `rows` of the generated names <from-stem>___<to-stem>.png, taken round-robin over the source
+    persons (in sorted order): every person's first pair, then every person's second, ... So 8 rows of a test
+    set sorted by person show 8 people when there are 8, not 8 pairs of the first one."""
+    by_person: dict[str, list[str]] = {}
+    for name in sorted(names):
+        by_person.setdefault(person_of(name.split("___")[0]), []).append(name)
+    queues = list(by_person.values())
+    chosen: list[str] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        chosen += [q[depth] for q in queues if depth < len(q)][: rows - len(chosen)]
+    return chosen
+
+
 def results_grid(grids_dir: Path, rows: int = 8) -> str:
-    files = sorted(grids_dir.glob("*.png"))[:rows]
+    files = [grids_dir / n for n in spread_over_people([f.name for f in grids_dir.glob("*.png")], rows)]
     if not files:
         return "<p>(no test grids found)</p>"
     sheet = np.concatenate([read_image(f) for f in files], axis=0)  # an unreadable grid names its file
+    people = len({person_of(f.name.split("___")[0]) for f in files})
     return (f'<p>columns: source | target pose | predicted parsing | generated | ground truth '
-            f'({len(files)} test pairs)</p><img src="{png_data_uri(sheet)}" alt="test results">')
+            f'({len(files)} test pairs of {people} people)</p><img src="{png_data_uri(sheet)}" alt="test results">')
 
 
-def metrics_table(metrics_path: Path | None) -> str:
-    """evaluate.py's metrics.json as a table: each metric's label (which names its protocol), value and how it was
-    computed; the run's other fields below."""
+def _cell(value) -> str:
+    if isinstance(value, (int, float)):
+        return f"<td>{value:.4f}</td>"
+    return f"<td>{html.escape(str(value if value is not None else '-'))}</td>"
+
+
+def read_metrics_json(path: Path, flag: str) -> dict:
+    """evaluate.py's metrics.json as a dict; ReportError naming `flag` and the file when it is missing or not one."""
+    if not path.is_file():
+        raise ReportError(f"{flag} {path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ReportError(f"{flag} {path}: not evaluate.py's metrics.json ({err})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{flag} {path}: not evaluate.py's metrics.json (a JSON object expected)")
+    return data
+
+
+def metrics_table(metrics_path: Path | None, baselines: dict[str, Path] | None = None) -> str:
+    """evaluate.py's metrics.json as a table: each metric's label (which names its protocol), the model's value,
+    one more column per baseline's metrics.json (scored by the same evaluate.py; '-' where one has none) and how
+    it was computed; the run's other fields below."""
     if metrics_path is None:
         return "<p>(no metrics.json)</p>"
-    if not metrics_path.is_file():
-        raise ReportError(f"--metrics {metrics_path}: file not found")
-    try:
-        data = json.loads(metrics_path.read_text())
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise ReportError(f"--metrics {metrics_path}: not evaluate.py's metrics.json ({err})") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"--metrics {metrics_path}: not evaluate.py's metrics.json (a JSON object expected)")
+    data = read_metrics_json(metrics_path, "--metrics")
     values = data.get("metrics", data)
     labels, protocols = data.get("labels", {}), data.get("protocols", {})
-
-    def cell(v) -> str:
-        return f"{v:.4f}" if isinstance(v, (int, float)) else html.escape(str(v))
-
-    rows = "".join(f"<tr><td>{html.escape(str(labels.get(k, k)))}</td><td>{cell(v)}</td>"
-                   f"<td>{html.escape(str(protocols.get(k, '')))}</td></tr>" for k, v in values.items())
+    others = {name: read_metrics_json(p, f"baseline {name!r}").get("metrics", {}) if p.is_file() else {}
+              for name, p in (baselines or {}).items()}
+    head = ("<tr><th>metric</th><th>model</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in others)
+            + "<th>computed as</th></tr>")
+    rows = "".join(f"<tr><td>{html.escape(str(labels.get(k, k)))}</td>{_cell(v)}"
+                   + "".join(_cell(o.get(k)) for o in others.values())
+                   + f"<td>{html.escape(str(protocols.get(k, '')))}</td></tr>" for k, v in values.items())
     notes = {k: v for k, v in data.items() if k not in ("metrics", "labels", "protocols")}
     note_html = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in notes.items())
-    return (f"<table><tr><th>metric</th><th>value</th><th>computed as</th></tr>{rows}</table>"
-            f"<ul>{note_html}</ul>")
+    return f"<table>{head}{rows}</table><ul>{note_html}</ul>"
 
 
 def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, metrics: Path | None,
-                 title: str = "SPGNet run report", extra: str = "") -> Path:
+                 title: str = "SPGNet run report", extra: str = "", baselines: dict[str, Path] | None = None) -> Path:
     for flag, folder in (("--joint", joint), ("--flow", flow), ("--test", test)):
         if folder is not None and not folder.is_dir():
             raise ReportError(f"{flag} {folder}: not a folder")
@@ -134,13 +178,13 @@ def write_report(out: Path, joint: Path, flow: Path | None, test: Path | None, m
             raise ReportError(f"{flag} {folder}: no metrics.jsonl in it (not a run folder of train.py)")
     body = [f"<h1>{html.escape(title)}</h1>", extra]
     body.append("<h2>Test results</h2>" + (results_grid(test / "grids") if test else ""))
-    body.append("<h2>Metrics</h2>" + metrics_table(metrics))
+    body.append("<h2>Metrics</h2>" + metrics_table(metrics, baselines))
     body.append("<h2>Training curves</h2>")
     if flow is not None:
         body.append(curves_html(flow, FLOW_CURVES))
     body.append(curves_html(joint, CURVES))
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 10px}img{max-width:100%}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 10px}img{max-width:100%}"
              "svg{margin:6px}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"

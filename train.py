@@ -204,10 +204,11 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
 
             # ---- checkpoint
             if (step % t.ckpt_every == 0 or done) and info.is_main:
-                refuse_nonfinite_weights(stage, step)  # a checkpoint is never poisoned: the last one stays good
+                state = stage.state()
+                refuse_nonfinite_weights(state["models"], step)  # never a poisoned checkpoint: the last stays good
                 write_checkpoint(run, cfg, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch},
                                  "max_minutes reached" if out_of_time and step < t.max_steps else "periodic",
-                                 stage.state(), log)
+                                 state, log)
             if done:
                 break
         else:
@@ -216,11 +217,13 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     log.text(f"finished at step {step} after {(time.time() - start_time) / 60:.1f} min")
 
 
-def refuse_nonfinite_weights(stage: Stage, step: int) -> None:
+def refuse_nonfinite_weights(models: dict[str, dict[str, torch.Tensor]], step: int) -> None:
     """Stop before a checkpoint would save NaN/inf weights or batch-norm statistics (one wait for the device per
     checkpoint): the newest checkpoint on disk is then always one to resume from."""
-    bad = [f"{name}.{key}" for name, state in stage.state()["models"].items() for key, value in state.items()
-           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    tensors = {f"{name}.{key}": value for name, state in models.items() for key, value in state.items()
+               if value.is_floating_point()}
+    finite = torch.stack([torch.isfinite(v).all() for v in tensors.values()]).tolist()  # one read
+    bad = [name for name, ok in zip(tensors, finite) if not ok]
     if bad:
         raise FloatingPointError(f"non-finite weights at step {step} ({', '.join(bad[:5])}"
                                  f"{', ...' if len(bad) > 5 else ''}); not checkpointed, the last checkpoint is "

@@ -90,7 +90,7 @@ class JointStage:
 
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         """One training step on a device batch: D step, then G step. Returns the detached, unweighted terms."""
-        cfg, j = self.cfg, self
+        cfg = self.cfg
         batch = add_pose_maps(batch, self.pose_encoder)
         src, tgt, tgt_pose = batch["src_image"], batch["tgt_image"], batch["tgt_pose"]
         flow, vis = flow_and_visibility(self.flow_net, batch)
@@ -98,17 +98,18 @@ class JointStage:
 
         # ---- forward: stage 1 predicts the target parsing; stage 2 renders with the GROUND-TRUTH parsing
         with autocast(cfg, self.device):
-            logits = j.spatn(spatn_source(cfg.model.spatn.input == "image", batch), batch["src_pose"],
+            logits = self.spatn(spatn_source(cfg.model.spatn.input == "image", batch), batch["src_pose"],
                              tgt_pose)  # (B,K,H,W)
-            fake = j.gen(src, tgt_pose, batch["src_parsing"], batch["tgt_parsing"], flow, vis)  # (B,3,H,W)
+            fake = self.gen(src, tgt_pose, batch["src_parsing"], batch["tgt_parsing"], flow, vis)  # (B,3,H,W)
 
         # ---- D step: real and generated triplets in one forward (one DDP hook pass)
         terms: dict[str, torch.Tensor] = {}
         if adversarial_on:
             with autocast(cfg, self.device):
-                both = j.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]), torch.cat([tgt_pose, tgt_pose]))
+                both = self.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]),
+                                 torch.cat([tgt_pose, tgt_pose]))
                 real_logits, fake_logits = both.float().chunk(2)  # (B,1,h,w) each
-                d_terms = j.losses["gan"].discriminator_loss(real_logits, fake_logits)
+                d_terms = self.losses["gan"].discriminator_loss(real_logits, fake_logits)
             if guard(d_terms, "d"):
                 optimizer_step(cfg.loss.d_scale * sum(d_terms.values()), self.opt_d, self.scaler,
                                list(self.nets["discriminator"].parameters()), None)
@@ -116,13 +117,13 @@ class JointStage:
 
         # ---- G step: SPATN and SPGNet together, each term weighted from the config
         with autocast(cfg, self.device):
-            g_terms = {"ce": j.losses["ce"](logits.float(), batch["tgt_parsing"]),
-                       "l1": j.losses["l1"](fake.float(), tgt)}
-            g_terms.update(j.losses["perceptual"](fake.float(), tgt))  # "perceptual" + one term per VGG layer
+            g_terms = {"ce": self.losses["ce"](logits.float(), batch["tgt_parsing"]),
+                       "l1": self.losses["l1"](fake.float(), tgt)}
+            g_terms.update(self.losses["perceptual"](fake.float(), tgt))  # "perceptual" + one term per VGG layer
             if adversarial_on:
                 disc = self.nets["discriminator"]  # the plain module: D is not updated here, so no DDP hooks
                 disc.requires_grad_(False)
-                g_terms["adversarial"] = j.losses["gan"].generator_loss(disc(src, fake, tgt_pose).float())
+                g_terms["adversarial"] = self.losses["gan"].generator_loss(disc(src, fake, tgt_pose).float())
                 disc.requires_grad_(True)
         g_total = weighted_sum(g_terms, self.weights)
         if guard(g_terms, "g"):

@@ -37,7 +37,17 @@ from utils.distributed import DistInfo, ShardedEpochSampler, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
 from utils.run import RunLock, RunLogger, new_run_folder
-from utils.training import TermWindow, budget_spent, nonfinite_terms, resolve_resume, to_device, write_checkpoint
+from utils.training import (
+    TermWindow,
+    budget_spent,
+    linear_decay,
+    nonfinite_terms,
+    resolve_resume,
+    run_progress,
+    set_lr_factor,
+    to_device,
+    write_checkpoint,
+)
 
 # --------------------------------------------------------------------------------------------- main
 
@@ -159,6 +169,9 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
             batch = to_device(batch, device, t.channels_last)
             skipped.clear()
             before = snapshot(stage) if t.nonfinite == "skip" else None
+            if t.lr_schedule == "linear":
+                progress = run_progress(step, t.max_steps, (time.time() - start_time) / 60, t.max_minutes)
+                set_lr_factor(stage.optimizers.values(), linear_decay(progress, t.lr_decay_from))
             terms = stage.step(batch, step, guard)
             step += 1
             batch_in_epoch += 1

@@ -285,6 +285,18 @@ class PairDataset(torch.utils.data.Dataset):
             sample["flow"], sample["vis"] = self._flow(src, tgt, flip)
         return sample
 
+    def label_counts(self, max_maps: int = 2000) -> np.ndarray:
+        """(K,) int64 pixel count of each merged label over the split's distinct target parsing maps, unmirrored;
+        above max_maps maps, over an evenly spaced sample of max_maps of them (class frequencies, not a census)."""
+        paths = list(dict.fromkeys(self._target_parsing_path(src, tgt) for src, tgt in self.pairs))
+        if len(paths) > max_maps:
+            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_maps).round().astype(int)]
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for path in paths:
+            labels = self._parsing(path, flip=False).argmax(0)  # (H,W): the checks and the merge of __getitem__
+            counts += np.bincount(labels.numpy().ravel(), minlength=self.num_classes)
+        return counts
+
     def _check_size(self, path: Path, shape: tuple[int, ...], what: str) -> None:
         if tuple(shape[:2]) != self.image_size:
             h, w = self.image_size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +51,23 @@ def dense_cross_entropy(
         return per_pixel.mean()
     pixel_weight = torch.einsum("bkhw,k->bhw", target, weight)  # (B,H,W)
     return (pixel_weight * per_pixel).sum() / pixel_weight.sum().clamp_min(torch.finfo(logits.dtype).tiny)
+
+
+def balanced_class_weights(counts: Sequence[float] | np.ndarray, power: float = 0.5) -> torch.Tensor:
+    """Class weights from the training set's pixel counts n_k (K,): w_k = f_k^(-power), f_k = n_k / sum n,
+    scaled so that sum_k f_k w_k = 1 (the mean pixel weight over the set stays 1). A class with no pixels gets 0.
+
+    power 0.5 (inverse square root of the frequency) lifts thin parts (arms, shoes, face) without letting a
+    class of a few pixels dominate, as power 1 (inverse frequency) does.
+    """
+    n = torch.as_tensor(np.asarray(counts, dtype=np.float64)).flatten()
+    if (n < 0).any() or n.sum() <= 0:
+        raise ValueError(f"class pixel counts must be non-negative with a positive sum, got {n.tolist()}")
+    f = n / n.sum()
+    present = f > 0
+    w = torch.zeros_like(f)
+    w[present] = f[present] ** -power
+    return (w / (w * f).sum()).float()
 
 
 def _as_weight_buffer(class_weights: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:

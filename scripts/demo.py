@@ -9,7 +9,9 @@
                                            # last checkpoint, then test, evaluate and report that checkpoint
 
 Every step resumes: re-running skips finished steps and continues an interrupted training run from its last
-checkpoint (with what is left of the default budget). The test images and metrics of each joint checkpoint live
+checkpoint (with what is left of the default budget). demo.yaml's learning rate is held for the first half of
+each training invocation's budget and decays linearly to zero over the second, so a continuation (--minutes N)
+restarts at the full rate and decays again over its N minutes. The test images and metrics of each joint checkpoint live
 in <out>/test-<step>/, so a longer run is evaluated afresh and an evaluated one is never recomputed. The baselines
 (copy the source image; a constant image of the training set's mean background colour) are scored by the same
 evaluate.py. <out>/timings.json adds up the wall time of every step that ran, over all invocations, so the
@@ -40,7 +42,7 @@ from utils.config import Config, load_config  # noqa: E402
 from utils.io import ensure_writable_folder, read_image, write_image, write_json  # noqa: E402
 from utils.report import write_report  # noqa: E402
 
-DEFAULT_MINUTES = 7.0  # the joint stage's budget in a default demo
+DEFAULT_MINUTES = 7.5  # the joint stage's budget in a default demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="datasets/synthetic_small", help="where the synthetic set is (made if missing)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--flow-steps", type=int, default=300)
-    p.add_argument("--flow-minutes", type=float, default=2.0)
+    p.add_argument("--flow-minutes", type=float, default=1.5)
     p.add_argument("--steps", type=int, default=20000, help="joint steps (the time budget usually ends it first)")
     p.add_argument("--minutes", type=float, default=None,
                    help=f"joint training budget: {DEFAULT_MINUTES:g} min for a new demo; after a finished demo, "

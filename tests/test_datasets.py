@@ -245,3 +245,17 @@ def test_absolute_paths_replace_root(data, tmp_path_factory):
     shutil.copy(root / "pairs.csv", elsewhere / "pairs.csv")
     ds = make(root, pairs_file=str(elsewhere / "pairs.csv"))
     assert ds.pairs == PAIRS
+
+
+def test_label_counts_match_a_pixel_loop(data):
+    """Each distinct target's map counted once (p0_front is the target of two pairs), after the label merge."""
+    root, written = data
+    merge = [CIHP8[name] for name in CIHP]
+    counts = make(root, label_merge=merge).label_counts()
+    expected = np.zeros(8, dtype=np.int64)
+    for target in ["p0_back.jpg", "p0_front.jpg", "p1_full.jpg"]:
+        for value in written["labels"][target].ravel():
+            expected[merge[int(value)]] += 1
+    np.testing.assert_array_equal(counts, expected)
+    sample = make(root, label_merge=merge).label_counts(max_maps=2)  # the first and the last distinct target
+    assert sample.sum() == 2 * H * W

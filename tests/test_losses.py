@@ -15,7 +15,7 @@ import torchvision
 from losses import LOSSES, build_loss
 from losses.flow import MultiScaleEPE, VisibilityCrossEntropy
 from losses.gan import GANLoss
-from losses.parsing import ParsingCrossEntropy, pixel_accuracy
+from losses.parsing import ParsingCrossEntropy, balanced_class_weights, pixel_accuracy
 from losses.perceptual import VGGPerceptualLoss
 from losses.reconstruction import L1Loss
 from utils.weights import MissingWeightsError
@@ -313,3 +313,19 @@ def test_registry_names_are_config_weights():
 
     assert set(LOSSES) <= set(LossWeights.__dataclass_fields__)  # every loss has its lambda in the config
     assert all(isinstance(getattr(LossWeights(), name), float) for name in LOSSES)
+
+
+def test_balanced_class_weights_by_hand():
+    """w_k = f_k^-1/2 scaled to a mean pixel weight of 1; an absent class weighs 0."""
+    counts = [600, 0, 300, 100]
+    f = [0.6, 0.0, 0.3, 0.1]
+    raw = [0.6**-0.5, 0.0, 0.3**-0.5, 0.1**-0.5]
+    scale = sum(fi * ri for fi, ri in zip(f, raw))
+    w = balanced_class_weights(counts)
+    assert w.tolist() == pytest.approx([r / scale for r in raw], rel=1e-6)
+    assert float((w * torch.tensor(f)).sum()) == pytest.approx(1.0, rel=1e-6)
+    assert w[3] > w[2] > w[0]  # rarer classes weigh more
+    assert balanced_class_weights(counts, power=1.0).tolist() == pytest.approx(
+        [1 / 0.6 / 3, 0.0, 1 / 0.3 / 3, 1 / 0.1 / 3], rel=1e-6)  # inverse frequency: each class weighs 1/3 in all
+    with pytest.raises(ValueError, match="non-negative"):
+        balanced_class_weights([0, 0])

@@ -326,3 +326,49 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_first(dataset, tm
     finally:
         first.kill()
         first.wait()
+
+
+def test_linear_schedule_holds_then_decays_and_survives_a_resume(dataset, tmp_path):
+    """lr_schedule=linear, lr_decay_from=0.0, max_steps=4: the steps at progress 0, 1/4, 2/4, 3/4 run at
+    lr x 1, 3/4, 1/2, 1/4 (logged after each step); a run resumed at step 2, whose optimizer was saved at a decayed
+    rate, logs the same rates (the initial rate travels with the optimizer state)."""
+    schedule = ["train.lr_schedule=linear", "train.lr_decay_from=0.0", "train.lr=1e-3", "train.lr_d=1e-4",
+                "train.max_steps=4", "model.flow.source=files"]
+    run = tmp_path / "run"
+    train.main(args(dataset, "--run-dir", str(run), *schedule))
+    rows = [r for r in read_metrics(run) if "lr/g" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["lr/g"] for r in rows] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert [r["lr/d"] for r in rows] == pytest.approx([1e-4, 7.5e-5, 5e-5, 2.5e-5])
+    train.main(args(dataset, "--resume", str(run / "checkpoints" / "step-00000002.pt"), *schedule))
+    rows = [r for r in read_metrics(run) if "lr/g" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 3, 4]  # the resumed run re-logs steps 3 and 4
+    assert [r["lr/g"] for r in rows[4:]] == pytest.approx([5e-4, 2.5e-4])
+
+
+def test_balanced_cross_entropy_weights_come_from_the_training_parsing(dataset):
+    """loss.ce_class_weights=inverse_sqrt_frequency: the weights of SPATN's loss are f_k^-1/2 (normalised) of the
+    label frequencies counted here, pixel by pixel, over the distinct training targets' parsing PNGs."""
+    import numpy as np
+
+    from data.annotations import read_pairs
+    from training.stages import JointStage
+    from utils.config import load_config
+    from utils.distributed import DistInfo
+    from utils.io import read_image
+
+    cfg = load_config(ROOT / "configs/synthetic_market.yaml",
+                      [f"data.root={dataset}", *TINY, "model.flow.source=files",
+                       "loss.ce_class_weights=inverse_sqrt_frequency"])
+    stage = JointStage(cfg, DistInfo(), None)
+    assert stage.losses["ce"].class_weights is None  # set when the training data is read
+    stage.datasets()
+    counts = np.zeros(20)
+    for target in sorted({tgt for _, tgt in read_pairs(dataset / cfg.data.pairs_train)}):
+        labels = read_image(dataset / "train_parsing" / (Path(target).stem + ".png"), -1)
+        for value, n in zip(*np.unique(labels, return_counts=True)):
+            counts[value] += n
+    f = counts / counts.sum()
+    expected = np.where(f > 0, np.maximum(f, 1e-12) ** -0.5, 0.0)
+    expected /= (expected * f).sum()
+    np.testing.assert_allclose(stage.losses["ce"].class_weights.numpy(), expected, rtol=1e-5)

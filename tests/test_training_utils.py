@@ -15,6 +15,7 @@ from utils import checkpoint as ck
 from utils.config import load_config, to_dict
 from utils.distributed import GlooSyncBatchNorm, ShardedEpochSampler, convert_sync_batchnorm
 from utils.run import latest_checkpoint, new_run_folder, numbered_runs
+from utils.training import linear_decay, run_progress
 
 
 def _ckpt(step: int = 3) -> dict:
@@ -154,3 +155,11 @@ def test_metrics_rows_survive_a_last_line_cut_short_but_not_a_broken_one(tmp_pat
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(MetricsFileError, match=r"metrics.jsonl, line 2: not a JSON row"):
         read_metrics(tmp_path)
+
+
+def test_linear_decay_and_run_progress_by_hand():
+    assert [linear_decay(p, 0.5) for p in (0.0, 0.25, 0.5, 0.75, 1.0, 1.2)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    assert linear_decay(0.4, 0.0) == pytest.approx(0.6)
+    assert run_progress(50, 200, 3.0, None) == pytest.approx(0.25)
+    assert run_progress(50, 200, 3.0, 6.0) == pytest.approx(0.5)  # the time budget is further along
+    assert run_progress(150, 200, 3.0, 6.0) == pytest.approx(0.75)

@@ -25,7 +25,7 @@ from data.loaders import build_dataset
 from data.parsing import num_labels
 from data.visual import to_uint8_tensor
 from losses import build_loss
-from losses.parsing import pixel_accuracy
+from losses.parsing import balanced_class_weights, pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
@@ -51,7 +51,7 @@ class JointStage:
 
     def __init__(self, cfg: Config, info: DistInfo, flow_net: nn.Module | None):
         device, t = info.device, cfg.train
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.is_main = cfg, device, info.is_main
         self.pose_encoder = build_pose_encoder(cfg).to(device)
         nets = {"spatn": build_spatn(cfg), "generator": build_spgnet(cfg), "discriminator": build_discriminator(cfg)}
         if info.enabled:
@@ -81,9 +81,17 @@ class JointStage:
                                                                                   "discriminator"))
 
     def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        """The train and test sets. Under loss.ce_class_weights=inverse_sqrt_frequency, SPATN's cross-entropy
+        takes its class weights from the training set's label frequencies here, before the first step."""
         use_files = self.cfg.model.flow.source == "files"
-        return (build_dataset(self.cfg, "train", with_flow=use_files, augment=True),
-                build_dataset(self.cfg, "test", with_flow=use_files))
+        train_set = build_dataset(self.cfg, "train", with_flow=use_files, augment=True)
+        if self.cfg.loss.ce_class_weights == "inverse_sqrt_frequency":
+            weights = balanced_class_weights(train_set.label_counts(), power=0.5)
+            self.losses["ce"] = build_loss("ce", class_weights=weights).to(self.device)
+            if self.is_main:
+                print("SPATN cross-entropy class weights (inverse sqrt frequency): "
+                      + " ".join(f"{w:.2f}" for w in weights.tolist()), flush=True)
+        return train_set, build_dataset(self.cfg, "test", with_flow=use_files)
 
     def modules_to_snapshot(self) -> list[nn.Module]:
         return list(self.nets.values())
@@ -180,7 +188,8 @@ class JointStage:
         return values, first
 
     def on_validation(self, value: float) -> None:
-        if self.cfg.train.lr_schedule == "constant":  # the release: its step decay never fires within its epochs
+        # constant: the release (its step decay never fires within its epochs); linear: train.py sets it per step
+        if self.cfg.train.lr_schedule != "plateau":
             return
         for scheduler in self.schedulers.values():
             scheduler.step(value)
@@ -222,6 +231,7 @@ class FlowStage:
         self.losses = {"flow_epe": build_loss("flow_epe").to(device), "visibility": build_loss("visibility").to(device)}
         self.weights = dataclasses.asdict(cfg.loss.weights)
         self.opt = make_adam(self.net.parameters(), t.lr, t.betas, device)
+        self.optimizers = {"flow": self.opt}
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
         self.runner = wrap(self.net, info, cfg)
 
@@ -270,7 +280,7 @@ class FlowStage:
                  "val/visibility_acc": acc / count}, None)
 
     def on_validation(self, value: float) -> None:
-        pass  # stage 0 keeps its learning rate
+        pass  # stage 0 has no plateau schedule (lr_schedule=linear is set by train.py, each step)
 
     def state(self) -> dict:
         return {"models": {"flow": self.net.state_dict()}, "optimizers": {"flow": self.opt.state_dict()},

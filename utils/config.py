@@ -154,6 +154,9 @@ class LossConfig:
     perceptual_distance: Literal["mse", "l1"] = "mse"  # mse (paper eq. 10) | l1 (the release)
     perceptual_layer_weights: list[float] | None = None  # one per layer; None: 1 each (the release: 0.125)
     d_scale: float = 1.0  # D minimises d_scale * (d_real + d_fake); the release: 0.01 x 0.5
+    # SPATN's cross-entropy per class: none (paper eq. 8) | inverse_sqrt_frequency (thin parts weigh more;
+    # the frequencies are counted over the training split's target parsing maps at start)
+    ce_class_weights: Literal["none", "inverse_sqrt_frequency"] = "none"
 
 
 @dataclass
@@ -167,7 +170,11 @@ class TrainConfig:
     lr: float = 2e-4  # both stages
     lr_d: float = 2e-5
     weight_decay_d: float = 0.0  # Adam's L2 weight decay on D (the release: 4e-4)
-    lr_schedule: Literal["plateau", "constant"] = "plateau"  # x lr_factor on a validation plateau (paper) | none
+    # plateau: x lr_factor on a validation plateau (paper) | constant | linear: constant, then linearly to zero
+    # from the fraction lr_decay_from of the run (pix2pix / PATN's niter + niter_decay); the run's progress is
+    # step / max_steps or, under max_minutes, this invocation's minutes / max_minutes, whichever is further
+    lr_schedule: Literal["plateau", "constant", "linear"] = "plateau"
+    lr_decay_from: float = 0.5
     betas: tuple[float, float] = (0.5, 0.999)
     adv_start_step: int = 0  # adversarial term switched on after this warm-up
     lr_patience: int = 3  # validations without improvement before lr x lr_factor
@@ -353,6 +360,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"key '{key}' = {value!r} must be positive")
     if not t.lr_factor < 1:
         raise ConfigError(f"key 'train.lr_factor' = {t.lr_factor} must be below 1 (it lowers the learning rate)")
+    if not 0 <= t.lr_decay_from < 1:
+        raise ConfigError(f"key 'train.lr_decay_from' = {t.lr_decay_from} must lie in [0, 1) (a fraction of the run)")
     if not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"key 'train.betas' = {list(t.betas)}: Adam's betas lie in [0, 1)")
     for key, value in {"data.num_workers": cfg.data.num_workers, "train.adv_start_step": t.adv_start_step,

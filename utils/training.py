@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,26 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
                 value = value.contiguous(memory_format=torch.channels_last)
         out[key] = value
     return out
+
+
+def linear_decay(progress: float, decay_from: float) -> float:
+    """The learning-rate factor of lr_schedule=linear at run progress p in [0, 1]: 1 until decay_from, then
+    linearly to 0 at p = 1:  min(1, (1 - p) / (1 - decay_from)), clipped at 0."""
+    return max(0.0, min(1.0, (1.0 - progress) / (1.0 - decay_from)))
+
+
+def run_progress(step: int, max_steps: int, minutes: float, max_minutes: float | None) -> float:
+    """How far a run is: step / max_steps, or under a time budget minutes / max_minutes if that is further."""
+    progress = step / max_steps
+    return max(progress, minutes / max_minutes) if max_minutes is not None else progress
+
+
+def set_lr_factor(optimizers: Iterable[torch.optim.Optimizer], factor: float) -> None:
+    """Every param group's lr = its initial lr x factor (the initial lr is kept in the group, so it travels with
+    the optimizer's state dict across a resume)."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
 
 def budget_spent(start_time: float, max_minutes: float | None, info: DistInfo) -> bool:

@@ -42,7 +42,7 @@ from utils.config import Config, load_config  # noqa: E402
 from utils.io import ensure_writable_folder, read_image, write_image, write_json  # noqa: E402
 from utils.report import write_report  # noqa: E402
 
-DEFAULT_MINUTES = 8.5  # the joint stage's budget in a default demo
+DEFAULT_MINUTES = 7.5  # the joint stage's budget in a default demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="datasets/synthetic_small", help="where the synthetic set is (made if missing)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--flow-steps", type=int, default=300)
-    p.add_argument("--flow-minutes", type=float, default=1.0)
+    p.add_argument("--flow-minutes", type=float, default=1.5)
     p.add_argument("--steps", type=int, default=20000, help="joint steps (the time budget usually ends it first)")
     p.add_argument("--minutes", type=float, default=None,
                    help=f"joint training budget: {DEFAULT_MINUTES:g} min for a new demo; after a finished demo, "

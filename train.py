@@ -40,6 +40,7 @@ from utils.run import RunLock, RunLogger, new_run_folder
 from utils.training import (
     TermWindow,
     budget_spent,
+    elapsed_minutes,
     linear_decay,
     nonfinite_terms,
     resolve_resume,
@@ -170,7 +171,8 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
             skipped.clear()
             before = snapshot(stage) if t.nonfinite == "skip" else None
             if t.lr_schedule == "linear":
-                progress = run_progress(step, t.max_steps, (time.time() - start_time) / 60, t.max_minutes)
+                minutes = elapsed_minutes(start_time, info) if t.max_minutes is not None else 0.0
+                progress = run_progress(step, t.max_steps, minutes, t.max_minutes)
                 set_lr_factor(stage.optimizers.values(), linear_decay(progress, t.lr_decay_from))
             terms = stage.step(batch, step, guard)
             step += 1

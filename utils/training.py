@@ -94,6 +94,17 @@ def run_progress(step: int, max_steps: int, minutes: float, max_minutes: float |
     return max(progress, minutes / max_minutes) if max_minutes is not None else progress
 
 
+def elapsed_minutes(start_time: float, info: DistInfo) -> float:
+    """Minutes since start_time; under DDP rank 0's clock (a broadcast), so that every rank sets the same
+    time-based learning rate and the replicas stay identical."""
+    minutes = (time.time() - start_time) / 60
+    if not info.enabled:
+        return minutes
+    value = torch.tensor([minutes], dtype=torch.float64, device=info.device)
+    dist.broadcast(value, src=0)
+    return float(value)
+
+
 def set_lr_factor(optimizers: Iterable[torch.optim.Optimizer], factor: float) -> None:
     """Every param group's lr = its initial lr x factor (the initial lr is kept in the group, so it travels with
     the optimizer's state dict across a resume)."""

@@ -114,16 +114,9 @@ def set_lr_factor(optimizers: Iterable[torch.optim.Optimizer], factor: float) ->
 
 
 def budget_spent(start_time: float, max_minutes: float | None, info: DistInfo) -> bool:
-    """Whether the wall-clock budget is spent; under DDP rank 0's clock decides (a broadcast), so every rank
-    stops at the same step. A single process decides on the host: no device round trip in the step."""
-    if max_minutes is None:
-        return False
-    spent = (time.time() - start_time) / 60 >= max_minutes
-    if not info.enabled:
-        return spent
-    flag = torch.tensor([float(spent)], device=info.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag)
+    """Whether the wall-clock budget is spent, on rank 0's clock under DDP (elapsed_minutes), so every rank stops
+    at the same step. A single process decides on the host: no device round trip in the step."""
+    return max_minutes is not None and elapsed_minutes(start_time, info) >= max_minutes
 
 
 def all_finite(terms: dict[str, torch.Tensor]) -> list[bool]:

@@ -293,7 +293,7 @@ class PairDataset(torch.utils.data.Dataset):
             paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_maps).round().astype(int)]
         counts = np.zeros(self.num_classes, dtype=np.int64)
         for path in paths:
-            labels = self._parsing(path, flip=False).argmax(0)  # (H,W): the checks and the merge of __getitem__
+            labels = self._labels(path, flip=False)  # (H,W): the checks and the merge of __getitem__
             counts += np.bincount(labels.numpy().ravel(), minlength=self.num_classes)
         return counts
 
@@ -329,8 +329,11 @@ class PairDataset(torch.utils.data.Dataset):
         return self.parsing_dir / (stem(tgt) + ".png")
 
     def _parsing(self, path: Path, flip: bool, affine: np.ndarray | None = None) -> torch.Tensor:
-        """(K,H,W) float32 one-hot of the merged labels of the map at `path`; `affine` (2,3) warps the labels
-        (nearest)."""
+        """(K,H,W) float32 one-hot of the merged labels of the map at `path` (_labels)."""
+        return one_hot(self._labels(path, flip, affine), self.num_classes)
+
+    def _labels(self, path: Path, flip: bool, affine: np.ndarray | None = None) -> torch.Tensor:
+        """(H,W) int64 merged labels of the map at `path`, checked; `affine` (2,3) warps the labels (nearest)."""
         labels = self._read(path, cv2.IMREAD_UNCHANGED)  # (H,W) uint8
         if labels.ndim != 2:
             raise DatasetError(f"{path}: parsing map must be a single-channel label PNG, got shape {labels.shape}")
@@ -343,8 +346,7 @@ class PairDataset(torch.utils.data.Dataset):
         if affine is not None:
             h, w = self.image_size
             labels = cv2.warpAffine(labels, affine, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        merged = torch.from_numpy(self._label_tables[flip][labels])  # (H,W) int64
-        return one_hot(merged, self.num_classes)
+        return torch.from_numpy(self._label_tables[flip][labels])  # (H,W) int64
 
     def _flow(self, src: str, tgt: str, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """flow (2,H,W) float32 target->source (x, y) offsets and vis (H,W) int64."""

@@ -42,7 +42,7 @@ from utils.config import Config, load_config  # noqa: E402
 from utils.io import ensure_writable_folder, read_image, write_image, write_json  # noqa: E402
 from utils.report import write_report  # noqa: E402
 
-DEFAULT_MINUTES = 7.5  # the joint stage's budget in a default demo
+DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")

@@ -3,6 +3,7 @@
     python train.py --config configs/synthetic.yaml                       # joint training
     python train.py --config configs/synthetic.yaml train.stage=flow      # stage 0: the flow module
     python train.py --config configs/deepfashion.yaml --resume auto       # continue the newest run
+    python train.py --config configs/deepfashion.yaml --dry-run           # check all, print, touch nothing
     torchrun --nproc_per_node=4 train.py --config configs/deepfashion.yaml
 
 One step of the joint stage (paper sec. 3.3, 4.1):
@@ -10,7 +11,7 @@ One step of the joint stage (paper sec. 3.3, 4.1):
     SPGNet(source image, target pose, source/target parsing, flow)    -> target image   (L1 x1, VGG x1, GAN x0.01)
 SPGNet takes the ground-truth target parsing while training and SPATN's prediction at test time; the flow
 module is frozen. This file reads top to bottom: main (everything that can refuse the run does so before the run
-folder is touched), then the one loop both stages share (batch, learning rate, step, NaN
+folder is touched; --dry-run stops there), then the one loop both stages share (batch, learning rate, step, NaN
 policy, logging, validation, checkpoint, budget). Each stage's networks, optimizers and step are in
 training/stages.py; the loop's parts in training/loop.py and training/nonfinite.py.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.loaders import build_loader
@@ -45,7 +47,7 @@ from training.stages import Stage, build_stage
 from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import run_main
-from utils.config import Config, ConfigError, load_config, save_config
+from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
 from utils.distributed import DistInfo, ShardedEpochSampler, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
@@ -61,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, help="'auto' (newest run of this name), a checkpoint or a run folder")
     p.add_argument("--run-dir", default=None, help="use exactly this run folder instead of runs/<NNNNN>-<name>")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything a run checks (config, checkpoint, networks, every data file), print the "
+                        "settings that differ from the defaults, the network sizes and the pairs, and exit "
+                        "without touching a run folder")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
 
@@ -83,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     if len(train_set) < cfg.train.batch_size:
         raise ConfigError(f"key 'train.batch_size' = {cfg.train.batch_size} exceeds the {len(train_set)} training "
                           "pairs")
+    if args.dry_run:
+        if info.is_main:
+            print_dry_run(args.config, cfg, stage, train_set, test_set, resume_from)
+        cleanup()
+        return
 
     # ---- one run per folder (rank 0 holds the lock; the other ranks write nothing), then the folder is checked
     run = run_folder(args, cfg, info, name, resume_from)
@@ -134,18 +145,34 @@ def run_folder(args: argparse.Namespace, cfg: Config, info: DistInfo, name: str,
 
 
 def network_sizes(stage: Stage) -> str:
-    """'spatn: 1.23M, ..., flow: 0.45M (frozen)': the parameters of the stage's networks, in millions."""
-    def millions(net: torch.nn.Module) -> str:
-        return f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
-    return ", ".join([f"{k}: {millions(v)}" for k, v in stage.nets.items()]
-                     + [f"{k}: {millions(v)} (frozen)" for k, v in stage.frozen.items()])
+    """'spatn: 1,234,567, ..., flow: 45,678 (frozen)': the parameter counts of the stage's networks."""
+    def count(net: torch.nn.Module) -> str:
+        return f"{sum(p.numel() for p in net.parameters()):,}"
+    return ", ".join([f"{k}: {count(v)}" for k, v in stage.nets.items()]
+                     + [f"{k}: {count(v)} (frozen)" for k, v in stage.frozen.items()])
+
+
+def print_dry_run(config: str, cfg: Config, stage: Stage, train_set: Dataset, test_set: Dataset,
+                  resume_from: Path | None) -> None:
+    """What --dry-run checked: the settings that differ from the defaults, the networks and the data."""
+    changed = differences_from_defaults(cfg)
+    print(f"{config}: {len(changed)} settings differ from the defaults")
+    for key, default, value in changed:
+        print(f"  {key}: {default!r} -> {value!r}")
+    for warning in stage.warnings:
+        print(f"WARNING: {warning}")
+    print(f"stage {stage.name} on {stage.device}; {'resuming from ' + str(resume_from) if resume_from else 'new run'}")
+    print(f"parameters: {network_sizes(stage)}")
+    print(f"data: {len(train_set)} training pairs ({len(train_set) // cfg.train.batch_size} steps per epoch), "
+          f"{len(test_set)} test pairs; every file of every pair is present")
+    print("dry run: nothing written")
 
 
 # --------------------------------------------------------------------------------------------- loop
 
 
-def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, train_set, test_set,
-          ckpt: dict | None) -> None:
+def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, train_set: Dataset,
+          test_set: Dataset, ckpt: dict | None) -> None:
     """The loop both stages share: fetch a batch, set the learning rate, step, apply the non-finite policy, log,
     validate, checkpoint, and stop at the step or wall-clock budget."""
     device, t = info.device, cfg.train
@@ -161,7 +188,7 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     for warning in stage.warnings:
         log.text(f"WARNING: {warning}")
     log.text(f"run folder {run}; stage {stage.name}; {len(train_set)} training pairs, {sampler.batches_per_epoch} "
-             f"steps/epoch; {network_sizes(stage)}")
+             f"steps/epoch; parameters: {network_sizes(stage)}")
 
     budget = Budget(t.max_steps, t.max_minutes, info)
     policy = NonFinitePolicy(t.nonfinite, t.max_consecutive_skips, stage.nets.values(), step, log)

@@ -181,10 +181,11 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     loader = build_loader(train_set, local_batch, cfg.data.num_workers, sampler=sampler, pin_memory=pin)
     val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     val_loader = build_loader(val_set, max(local_batch, 4), 0, pin_memory=pin)
-    step, batches = 0, EpochBatches(loader, sampler)
+    step, epoch, batch_in_epoch = 0, 0, 0
     if ckpt is not None:
-        step, batches.epoch, batches.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         ck.set_rng_state(ckpt["rng"])
+    batches = EpochBatches(loader, sampler, epoch, batch_in_epoch)
     for warning in stage.warnings:
         log.text(f"WARNING: {warning}")
     log.text(f"run folder {run}; stage {stage.name}; {len(train_set)} training pairs, {sampler.batches_per_epoch} "

@@ -1,8 +1,8 @@
 """The two training stages, each as the networks, losses and optimizers it owns and one `step` on a device batch;
 train.py runs either through the same loop (logging, NaN policy, budget, validation, checkpoints), which asks of a
-stage: `nets` (the trained modules, as checkpoints save them), `frozen` (modules it runs but does not train),
-`optimizers`, `bar_terms` (the prefix of the terms the progress bar shows), `warnings` (lines the run log opens
-with), `datasets`, `step`, `log_extra`, `validate`, `on_validation`, `state` and `load`.
+stage: `name`, `device`, `nets` (the trained modules, as checkpoints save them), `frozen` (modules it runs but
+does not train), `optimizers`, `bar_terms` (the prefix of the terms the progress bar shows), `warnings` (lines the
+run log opens with), `datasets`, `step`, `log_extra`, `validate`, `on_validation`, `state` and `load`.
 
   joint (paper sec. 3.3, 4.1)
     SPATN(source parsing, source pose, target pose)               -> target parsing logits (ce)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.errors import InputError
-from utils.weights import load_state_dict
+from utils.weights import load_state_dict, state_dict_problems
 
 WEIGHTS_NAME = "schp_lip"  # utils.weights: exp-schp-201908261155-lip.pth
 RANDOM_SEED = 0
@@ -230,15 +230,9 @@ def published_shapes(num_classes: int = NUM_LIP) -> dict[str, tuple[int, ...]]:
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
     """SCHPWeightsError naming the first missing, unexpected or mis-shaped keys of a published-style state dict."""
-    expected = published_shapes()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {v})" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != v]
-    problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    problems = state_dict_problems(state, published_shapes())
     if problems:
-        raise SCHPWeightsError(f"{source}: not SCHP's LIP model (exp-schp-201908261155-lip.pth); " + "; ".join(problems))
+        raise SCHPWeightsError(f"{source}: not SCHP's LIP model (exp-schp-201908261155-lip.pth); {problems}")
 
 
 def published_state_dict(checkpoint: dict, source: str) -> dict[str, torch.Tensor]:

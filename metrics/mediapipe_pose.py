@@ -72,6 +72,7 @@ def import_pose_solution():
     try:
         with native_stderr_silenced():
             import mediapipe
+            from google import protobuf
             from mediapipe.python.solutions import pose
     except ImportError as err:
         raise MediaPipeMissingError(f"the MediaPipe keypoint backend needs mediapipe {MEDIAPIPE_VERSION} ({err}); "
@@ -79,6 +80,9 @@ def import_pose_solution():
     if mediapipe.__version__ != MEDIAPIPE_VERSION:
         raise MediaPipeMissingError(f"mediapipe {mediapipe.__version__} is installed; this backend needs "
                                     f"{MEDIAPIPE_VERSION} (the last with the solutions API): `{INSTALL}`")
+    if int(protobuf.__version__.split(".")[0]) >= 7:  # 7 dropped FieldDescriptor.label, which solutions reads
+        raise MediaPipeMissingError(f"protobuf {protobuf.__version__} is installed; mediapipe {MEDIAPIPE_VERSION} "
+                                    f"needs protobuf < 7: `{INSTALL}`")
     return pose
 
 

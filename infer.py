@@ -3,6 +3,8 @@
     python infer.py --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt \
         --source me.jpg --source-pose me_keypoints.json --source-parsing me_parsing.png \
         --target-poses dance/ --out out/dance --gif --mp4 --fps 8
+    python infer.py --checkpoint ... --source photo.jpg --keypoints mediapipe --save-inputs checked/ \
+        --target-poses dance/ --out out/dance      # a photo of any size: keypoints and parsing estimated
 
 Pipeline per target pose (paper sec. 3, test-time path as in test.py): SPATN predicts the target parsing, the
 frozen flow module gives target->source flow and visibility, SPGNet renders with the predicted parsing. Target
@@ -33,8 +35,17 @@ outermost pixel ring, which continues a plain studio background; --pad white). I
 map, in the pixel-centre convention of cv2.resize: y' = (y + 0.5) * s_y - 0.5 + top (x likewise with s_x, left);
 the parsing map is resized with nearest-neighbour sampling and padded with background (0).
 
-Without --source-parsing the checkpoint must hold SPATN* (model.spatn.input=image): it predicts the source's
-own parsing from the source image with the source pose as both poses (the paper's Market-1501 recipe).
+From a photo (no --source-pose): the person's keypoints are estimated (--keypoints openpose: the built-in OpenPose
+of metrics/openpose.py; mediapipe: the optional MediaPipe backend), the person is framed as DeepFashion's images are
+(centred, full height, padded with the border colour; photos/framing.py), and the photo is refused with one error
+line when it holds no person, several, a person too small for the frame or without a torso (photos/inputs.py).
+Without --source-parsing the source parsing is estimated: by the checkpoint's SPATN* when it has one
+(model.spatn.input=image: the source image with the source pose as both poses, the paper's Market-1501 recipe), else
+by SCHP (models/schp.py, weights exp-schp-201908261155-lip.pth; `--parser schp|spatn` chooses). --save-inputs DIR
+writes what was estimated (the framed photo, its keypoint CSV, its parsing PNG and a picture of both) to check, correct
+and pass back with --source / --source-pose / --source-parsing. With `--keypoint-weights random` or
+`--parser-weights random` (offline tests) every frame is stamped RANDOM WEIGHTS; estimated.txt in --out names the
+estimators and their weights.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """models/schp.py: SCHP's heads against slow transcriptions of the reference's layers, the published key names and
 shapes, the parameter count, the LIP = CIHP label table, and the extractor's affine transform and its inverse."""
 
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 from data.parsing import CIHP_LABELS
 from models import schp
+from scripts import download_weights
 from utils.weights import MissingWeightsError
 
 # Measured on the reference network (AugmentCE2P.resnet101, 20 classes) built beside ours with random weights.
@@ -219,3 +222,13 @@ def test_logits_go_back_to_the_image():
     one_hot = torch.nn.functional.one_hot(torch.from_numpy(warped).long(), 20).permute(2, 0, 1).float()  # (20,473,473)
     back = schp.logits_to_image(one_hot, inverse, *labels.shape).argmax(-1)
     assert back.shape == labels.shape and (back == labels).mean() > 0.98
+
+
+def test_download_without_a_published_digest_checks_the_state_dict(monkeypatch, tmp_path, capsys):
+    """SCHP publishes no checksum: a download that does not load as its state dict (here a web page) is removed."""
+    page = b"<html>Google Drive can't scan this file for viruses</html>"
+    monkeypatch.setattr(download_weights.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(page))
+    assert download_weights.main(["schp_lip", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "schp_lip: not the network's state dict" in err and "no checksum is published" in err
+    assert list(tmp_path.iterdir()) == []

@@ -57,7 +57,7 @@ from torch import nn
 
 from data.pose import NUM_JOINTS
 from utils.errors import InputError
-from utils.weights import load_state_dict, state_dict_problems
+from utils.weights import frozen_network, state_dict_problems
 
 WEIGHTS_NAME = "openpose_body_coco"  # utils.weights: body_pose_model.pth
 RANDOM_SEED = 0
@@ -177,21 +177,11 @@ def build_openpose(weights: str | os.PathLike = "published", seed: int = RANDOM_
     weights: "published" (body_pose_model.pth from the torch hub cache), a path to that file, or "random" (PyTorch's
     default initialisation from `seed`: the same cost as the real model, for tests and benchmarks only).
     """
-    state = None
-    if isinstance(weights, str) and weights == "random":
-        source = f"random (seed {seed})"
-    else:
-        path = None if isinstance(weights, str) and weights == "published" else os.fspath(weights)
-        state = load_state_dict(WEIGHTS_NAME, path)
-        source = path or f"{WEIGHTS_NAME} (torch hub cache)"
-        check_state_dict(state, source)  # before the network is built: a wrong file fails fast
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = OpenPoseBody()
-    if state is not None:
-        net.load_state_dict(state)
-    net.requires_grad_(False)
-    return net.eval(), source
+    def checked(state: dict, source: str) -> dict:
+        check_state_dict(state, source)
+        return state
+
+    return frozen_network(WEIGHTS_NAME, weights, OpenPoseBody, seed, checked)
 
 
 # ------------------------------------------------------------------------------------------ resampling as matrices

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.errors import InputError
-from utils.weights import load_state_dict, state_dict_problems
+from utils.weights import frozen_network, state_dict_problems
 
 WEIGHTS_NAME = "schp_lip"  # utils.weights: exp-schp-201908261155-lip.pth
 RANDOM_SEED = 0
@@ -251,20 +251,8 @@ def build_schp(weights: str | os.PathLike = "published", seed: int = RANDOM_SEED
     weights: "published" (exp-schp-201908261155-lip.pth from the torch hub cache), a path to that file, or "random"
     (PyTorch's default initialisation from `seed`: labels that mean nothing, for offline runs and tests only).
     """
-    state = None
-    if isinstance(weights, str) and weights == "random":
-        source = f"random (seed {seed}): NOT a trained parser"
-    else:
-        path = None if isinstance(weights, str) and weights == "published" else os.fspath(weights)
-        source = path or f"{WEIGHTS_NAME} (torch hub cache)"
-        state = published_state_dict(load_state_dict(WEIGHTS_NAME, path), source)  # before building: fail fast
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = SCHPNet()
-    if state is not None:
-        net.load_state_dict(state)
-    net.requires_grad_(False)
-    return net.eval(), source
+    net, source = frozen_network(WEIGHTS_NAME, weights, SCHPNet, seed, published_state_dict)
+    return net, source + (": NOT a trained parser" if isinstance(weights, str) and weights == "random" else "")
 
 
 # ------------------------------------------------------------------------------------------ test-time transform

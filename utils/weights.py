@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision.models as tv_models
 from pytorch_fid.inception import FID_WEIGHTS_URL
+from torch import nn
 
 from utils.checkpoint import pickled_objects_message
 from utils.errors import InputError
@@ -177,3 +179,28 @@ def load_state_dict(name: str, path: str | os.PathLike | None = None) -> dict[st
     if not isinstance(state, dict):
         raise WeightsError(f"{file}: expected a state dict, got {type(state).__name__}")
     return state
+
+
+def frozen_network(name: str, weights: str | os.PathLike, build: Callable[[], nn.Module], seed: int,
+                   prepare: Callable[[dict, str], dict]) -> tuple[nn.Module, str]:
+    """(network in eval mode without gradients, description of its weights) for the known checkpoint `name`.
+
+    weights: "published" (the torch hub cache), a path to the file, or "random" (PyTorch's default initialisation
+    from `seed`: the real model's cost, meaningless outputs; for tests and offline runs). prepare(loaded, source)
+    checks the loaded file and returns the network's state dict; it runs before the network is built, so that a
+    wrong file fails fast.
+    """
+    state = None
+    if isinstance(weights, str) and weights == "random":
+        source = f"random (seed {seed})"
+    else:
+        path = None if isinstance(weights, str) and weights == "published" else os.fspath(weights)
+        source = path or f"{name} (torch hub cache)"
+        state = prepare(load_state_dict(name, path), source)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build()
+    if state is not None:
+        net.load_state_dict(state)
+    net.requires_grad_(False)
+    return net.eval(), source

@@ -64,7 +64,6 @@ from data.parsing import NUM_CIHP, label_merge, merge_labels, one_hot
 from data.pose_files import check_pose, read_poses, read_source_pose
 from data.visual import border_colour, from_uint8, parsing_picture, read_image, to_uint8
 from models.pipeline import Pipeline, load_pipeline
-from models.schp import SCHPParser
 from photos.framing import fit_image, fit_into, fit_keypoints, fit_labels
 from photos.inputs import (
     KEYPOINT_BACKENDS,
@@ -73,6 +72,7 @@ from photos.inputs import (
     photo_inputs,
     read_photo,
     save_inputs,
+    schp_parser,
     stamp,
 )
 from utils import checkpoint as ck
@@ -270,13 +270,13 @@ def source_inputs(args: argparse.Namespace, cfg: Config, parser: str | None) -> 
         photo = read_photo(path, frame)  # the cheap checks before any network is built
         given = read_source_parsing(args, photo.shape[:2])
         estimator = keypoint_estimator(args.keypoints, args.keypoint_weights, args.device)
-        schp = SCHPParser(args.parser_weights, args.device) if parser == "schp" else None
+        schp = schp_parser(args.parser_weights, args.device) if parser == "schp" else None
         inputs = photo_inputs(photo, path, frame, estimator, schp, cfg.data.keypoint_margin)
         if given is not None:
             inputs.labels = inputs.framing.labels(given)
         return inputs
     image, keypoints, labels = prepare_source(args, cfg)
-    schp = SCHPParser(args.parser_weights, args.device) if parser == "schp" else None
+    schp = schp_parser(args.parser_weights, args.device) if parser == "schp" else None
     inputs = PhotoInputs(image, keypoints, labels, framing=None)
     if schp is not None:
         inputs.labels = schp(image)

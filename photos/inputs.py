@@ -2,7 +2,7 @@
 parsing map, each estimated unless given; with the checks that refuse a photo the model cannot use.
 
     estimator = keypoint_estimator("mediapipe")                   # or "openpose" (weights: published, PATH, random)
-    parser = SCHPParser("published")                              # models.schp; "random" for offline runs
+    parser = schp_parser("published")                             # models.schp; "random" for offline runs
     photo = read_photo(Path("me.jpg"), (256, 176))                # the cheap checks first
     inputs = photo_inputs(photo, Path("me.jpg"), (256, 176), estimator, parser)
     save_inputs(Path("checked"), "me", inputs)                   # me.png, me_keypoints.csv, me_parsing.png, ...
@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,12 +31,12 @@ from data.parsing import colorize
 from data.pose import LIMBS, is_missing, pose_problems
 from data.pose_files import check_pose
 from data.visual import read_image
-from metrics.mediapipe_pose import MediaPipePose
-from metrics.openpose import OpenPoseEstimator
-from models.schp import SCHPParser
 from photos.framing import MIN_SCALE, Framing, frame_person
 from utils.errors import InputError
 from utils.io import ImageReadError, write_image, write_text
+
+if TYPE_CHECKING:
+    from models.schp import SCHPParser
 
 KEYPOINT_BACKENDS = ("openpose", "mediapipe")
 FACE_LIMBS = ((0, 14), (14, 16), (0, 15), (15, 17), (0, 1))  # nose-eyes-ears and nose-neck, drawn with LIMBS
@@ -50,14 +51,29 @@ class PhotoError(InputError):
 def keypoint_estimator(name: str, weights: str | os.PathLike = "published", device: str | None = None):
     """The keypoint backend `name` (openpose or mediapipe): an object with `people(image) -> [(18,2) (y, x)]`,
     `protocol` (one line naming it) and `random`. weights: OpenPose's ("published", a path, "random"); MediaPipe's
-    model ships inside its wheel and takes none."""
+    model ships inside its wheel and takes none.
+
+    The networks' modules are imported here, when one is built: they pull torchvision (utils.weights' URLs), whose
+    import costs seconds and needs a writable temporary folder, which a run with all its inputs given does without.
+    """
     if name == "openpose":
+        from metrics.openpose import OpenPoseEstimator
+
         return OpenPoseEstimator(weights, device)
     if name == "mediapipe":
         if weights != "published":
             raise PhotoError(f"--keypoint-weights {weights}: MediaPipe's model ships inside its package and takes none")
+        from metrics.mediapipe_pose import MediaPipePose
+
         return MediaPipePose()
     raise PhotoError(f"keypoint backend {name!r}: known are {', '.join(KEYPOINT_BACKENDS)}")
+
+
+def schp_parser(weights: str | os.PathLike = "published", device: str | None = None) -> SCHPParser:
+    """SCHP's parser (models.schp), imported when built, as the keypoint networks are."""
+    from models.schp import SCHPParser
+
+    return SCHPParser(weights, device)
 
 
 def min_height(frame: tuple[int, int]) -> int:

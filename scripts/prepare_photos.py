@@ -38,8 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.annotations import AnnotationError, read_annotations, write_annotations, write_pairs  # noqa: E402
 from data.parsing import NUM_CIHP  # noqa: E402
-from models.schp import SCHPParser  # noqa: E402
-from photos.inputs import KEYPOINT_BACKENDS, PhotoError, keypoint_estimator, photo_inputs, read_photo  # noqa: E402
+from photos.inputs import (  # noqa: E402
+    KEYPOINT_BACKENDS,
+    PhotoError,
+    keypoint_estimator,
+    photo_inputs,
+    read_photo,
+    schp_parser,
+)
 from utils.cli import run_main  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import InputError  # noqa: E402
@@ -138,7 +144,7 @@ def prepare(args: argparse.Namespace, layout: Layout, photos: list[Path]) -> tup
                 photo = read_photo(path, layout.frame)
                 if estimator is None:
                     estimator = keypoint_estimator(args.keypoints, args.keypoint_weights, args.device)
-                    parser = SCHPParser(args.parser_weights, args.device)
+                    parser = schp_parser(args.parser_weights, args.device)
                 inputs = photo_inputs(photo, path, layout.frame, estimator, parser)
             except PhotoError as err:
                 report.append((path.name, "refused", str(err)))

@@ -306,7 +306,7 @@ def test_prepare_photos_writes_a_dataset_that_trains_and_resumes(tmp_path, photo
     def no_networks(*args, **kwargs):
         raise AssertionError("a network was built for a photo that was done")
 
-    monkeypatch.setattr(prepare_photos, "SCHPParser", no_networks)
+    monkeypatch.setattr(prepare_photos, "schp_parser", no_networks)
     monkeypatch.setattr(prepare_photos, "keypoint_estimator", no_networks)
     monkeypatch.setattr(prepare_photos, "photo_inputs", no_networks)
     (train_photos / "astronaut_1.png").unlink()  # refused photos are retried: take it away

@@ -169,6 +169,15 @@ class Protocol:
                                 f"--protocol {use}")
         return value
 
+    def note(self, metric: str, kept: np.ndarray | None = None) -> str:
+        """How `metric` is computed, in words, prefixed with the protocol's name; `kept`, the (N,) pairs the
+        script's whole batches score, adds their count when some are left out."""
+        spec = self.spec(metric)
+        text = spec if isinstance(spec, str) else spec.text
+        if kept is not None and not kept.all():
+            text += f"; {int(kept.sum())} of {len(kept)} images in whole batches"
+        return f"{self.name}: {text}"
+
     def crops(self, size: tuple[int, int]) -> bool:
         """Whether FID / LPIPS see the release's DeepFashion crop at this image size."""
         specs = [s for s in (self.fid, self.lpips, self.mlpips) if s is not None]

@@ -19,9 +19,10 @@ paper's Tables 1-2), patn (PATN's SSIM / Mask-SSIM / PCKh), gfla (GFLA's script/
 script, on keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose
 COCO body model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
 Our own measures, in the clean protocol only (no published script computes them): the per-part colour error of
-metrics/colour.py over the target's ground-truth parsing (by default whenever the test split has parsing maps),
-and, given --pred-parsing (test.py --parsing's parsing_labels/ folder, labels in data.label_merge's ids), parsing
-pixel accuracy and mIoU over the classes present in the ground truth (metrics/parsing.py).
+metrics/colour.py and the per-part texture correlation of metrics/texture.py over the target's ground-truth
+parsing (both by default whenever the test split has parsing maps), and, given --pred-parsing (test.py --parsing's
+parsing_labels/ folder, labels in data.label_merge's ids), parsing pixel accuracy and mIoU over the classes
+present in the ground truth (metrics/parsing.py).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
 computed, as is the FID cache folder): metrics.json, metrics.csv, per_image.csv (together: all three replaced
@@ -54,6 +55,7 @@ from metrics.accumulators import (
     ParsingAccumulator,
     PCKhAccumulator,
     SSIMAccumulator,
+    TextureAccumulator,
 )
 from metrics.fid import NETWORKS, InceptionFeatures, default_cache_dir, real_statistics
 from metrics.files import write_release_crops
@@ -122,8 +124,9 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
                    ) -> tuple[str, ...]:
     """--metrics, or the paper's set for the dataset restricted to what the protocol defines; the default runs PCKh
     only on given keypoints or estimator (the built-in OpenPose is slow on a CPU, so it runs when --metrics names
-    pckh), and adds our colour error where the protocol defines it (clean) and the test split has parsing maps,
-    and parsing accuracy where --pred-parsing is given. A metric the protocol lacks is a ProtocolError."""
+    pckh), and adds our colour error and texture correlation where the protocol defines them (clean) and the test
+    split has parsing maps, and parsing accuracy where --pred-parsing is given. A metric the protocol lacks is a
+    ProtocolError."""
     has_keypoints = args.pred_keypoints is not None or args.pose_estimator is not None
     if args.pred_keypoints and args.pose_estimator:
         raise EvaluationError("give --pred-keypoints or --pose-estimator, not both")
@@ -133,7 +136,7 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
             print("note: PCKh skipped (name it in --metrics to run the built-in OpenPose, or give "
                   "--pred-keypoints CSV or --pose-estimator)", file=sys.stderr)
             chosen = tuple(m for m in chosen if m != "pckh")
-        chosen += ("colour",) * (has_target_parsing and protocol.colour is not None)
+        chosen += ("colour", "texture") * (has_target_parsing and protocol.colour is not None)
         chosen += ("parsing",) * (args.pred_parsing is not None)  # asked for: under release etc. an error below
     else:
         chosen = table.parse_metrics(args.metrics)
@@ -142,9 +145,10 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
     if "parsing" in chosen and args.pred_parsing is None:
         raise EvaluationError("parsing accuracy needs predicted label maps: pass --pred-parsing DIR "
                               "(test.py --parsing writes them to <out>/parsing_labels)")
-    if ("colour" in chosen or "parsing" in chosen) and not has_target_parsing:
-        raise EvaluationError("the colour error and parsing accuracy need the test split's ground-truth parsing "
-                              "maps (data.test_dir + data.parsing_suffix), which this dataset lacks")
+    if any(m in chosen for m in ("colour", "texture", "parsing")) and not has_target_parsing:
+        raise EvaluationError("the colour error, texture correlation and parsing accuracy need the test split's "
+                              "ground-truth parsing maps (data.test_dir + data.parsing_suffix), which this dataset "
+                              "lacks")
     return chosen
 
 
@@ -217,7 +221,7 @@ def pair_images(run: Run) -> PairImages:
     cfg, chosen = run.cfg, run.chosen
     root = Path(cfg.data.root)
     with_masks = "mssim" in chosen or "mlpips" in chosen
-    with_truth_parsing = "colour" in chosen or "parsing" in chosen
+    with_truth_parsing = any(m in chosen for m in ("colour", "texture", "parsing"))
     pred_parsing = Path(run.args.pred_parsing) if "parsing" in chosen else None
     return PairImages(run.pairs, run.generated, root / cfg.data.test_dir, tuple(cfg.data.image_size), run.targets,
                       with_masks, run.protocol.reader, run.crops,
@@ -257,6 +261,10 @@ def build_colour(run: Run, keys: list[str]) -> Accumulator:
     return ColourAccumulator(run.protocol, len(run.pairs))
 
 
+def build_texture(run: Run, keys: list[str]) -> Accumulator:
+    return TextureAccumulator(run.protocol, len(run.pairs))
+
+
 def build_parsing(run: Run, keys: list[str]) -> Accumulator:
     return ParsingAccumulator(run.protocol, len(run.pairs), num_classes(label_merge(run.cfg)),
                               Path(run.args.pred_parsing))
@@ -289,6 +297,7 @@ ACCUMULATORS: tuple[tuple[tuple[str, ...], Callable[[Run, list[str]], Accumulato
     (("fid",), build_fid),
     (("lpips", "mlpips"), build_lpips),  # one AlexNet trunk
     (("colour",), build_colour),
+    (("texture",), build_texture),
     (("parsing",), build_parsing),
     (("pckh",), build_pckh),
 )

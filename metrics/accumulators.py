@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data.parsing import NUM_CIHP
-from metrics import colour, estimators
+from metrics import colour, estimators, texture
 from metrics.fid import PoolFeatures, RealStatistics, RunningMoments, frechet_distance
 from metrics.lpips import LPIPSMetric
 from metrics.pairs import Pair, predicted_keypoints, seen_by_fid_and_lpips
@@ -157,6 +157,34 @@ class ColourAccumulator(Accumulator):
 
     def per_image(self) -> dict[str, np.ndarray]:
         return {"colour": pair_means(self.errors)}
+
+
+class TextureAccumulator(Accumulator):
+    """The per-part texture correlation and contrast (metrics/texture.py) of the clothing parts of the target's
+    ground-truth parsing ("truth_parsing")."""
+
+    def __init__(self, protocol: Protocol, n: int):
+        self.protocol = protocol
+        self.correlation = np.full((n, len(texture.TEXTURE_PARTS)), np.nan)  # (N,5)
+        self.contrast = self.correlation.copy()
+
+    def update(self, batch: dict) -> None:
+        correlation, contrast = texture.part_texture(batch["generated"], batch["truth"], batch["truth_parsing"])
+        self.correlation[batch["index"]] = correlation.cpu().numpy()
+        self.contrast[batch["index"]] = contrast.cpu().numpy()
+
+    def results(self) -> list[MetricResult]:
+        mean, share, contrast, parts = texture.summarise(self.correlation, self.contrast)
+        name, n = self.protocol.name, len(self.correlation)
+        return [MetricResult("texture", mean, n, self.protocol.note("texture") + f"; mean over {parts} parts",
+                             preset=name),
+                MetricResult("texture50", share, n, f"{name}: share of those {parts} parts with a texture "
+                             f"correlation > {texture.ABOVE:g}", preset=name),
+                MetricResult("texture_contrast", contrast, n, f"{name}: mean over those {parts} parts of the "
+                             f"generated / true grey-level residual std", preset=name)]
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        return {"texture": pair_means(self.correlation)}
 
 
 class ParsingAccumulator(Accumulator):

@@ -20,15 +20,19 @@ import numpy as np
 from utils.errors import InputError
 from utils.io import csv_text, json_text, write_files
 
-METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "parsing")
-# "colour" and "parsing" are our own measures (the clean protocol's only: no paper reports them), each selected by
-# one name and reported as two rows: the per-part colour error and its share within 20 levels; parsing pixel
-# accuracy and mIoU
+METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "texture", "parsing")
+# "colour", "texture" and "parsing" are our own measures (the clean protocol's only: no paper reports them), each
+# selected by one name and reported as several rows: the per-part colour error and its share within 20 levels;
+# the per-part texture correlation, its share above 0.5 and the texture contrast; parsing pixel accuracy and mIoU
 LABELS = {"ssim": "SSIM", "mssim": "Mask-SSIM", "fid": "FID", "lpips": "LPIPS", "mlpips": "Mask-LPIPS",
           "pckh": "PCKh", "colour": "Per-part colour error (grey levels)", "colour20": "Parts within 20 levels",
+          "texture": "Per-part texture correlation", "texture50": "Parts with texture correlation > 0.5",
+          "texture_contrast": "Texture contrast (generated / true)",
           "parsing_acc": "Parsing pixel accuracy", "parsing_miou": "Parsing mIoU"}
+# None: neither; 1 is best (a ratio to the ground truth)
 HIGHER_IS_BETTER = {"ssim": True, "mssim": True, "fid": False, "lpips": False, "mlpips": False, "pckh": True,
-                    "colour": False, "colour20": True, "parsing_acc": True, "parsing_miou": True}
+                    "colour": False, "colour20": True, "texture": True, "texture50": True, "texture_contrast": None,
+                    "parsing_acc": True, "parsing_miou": True}
 BACKBONE = {"fid": "Inception", "lpips": "AlexNet trunk", "mlpips": "AlexNet trunk", "pckh": "OpenPose"}
 # what the papers report per dataset (SPGNet Tables 1-2): the mask metrics are Market-1501's
 DEFAULT_METRICS = {
@@ -79,7 +83,7 @@ def _fmt(value: float) -> str:
 
 
 def markdown_table(results: Sequence[MetricResult], info: Mapping[str, object]) -> str:
-    arrows = {True: "higher", False: "lower"}
+    arrows = {True: "higher", False: "lower", None: "closer to 1"}
     lines = [
         f"Evaluated {info.get('images')} generated images ({info.get('generated')}); protocol: "
         f"{info.get('protocol')} ({info.get('protocol_reproduces')}); weights: {info.get('weights')}",

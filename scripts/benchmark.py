@@ -71,12 +71,12 @@ from models.build import (  # noqa: E402
 )
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, spatn_source  # noqa: E402
 from training.stages import JointStage  # noqa: E402
+from training.steps import autocast, to_device  # noqa: E402
 from utils import checkpoint as ck  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 from utils.host_memory import keep_freed_memory  # noqa: E402
 from utils.io import write_json  # noqa: E402
-from utils.training import autocast, to_device  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "fp16", "compile")
 MODE_OVERRIDES = {
@@ -197,7 +197,7 @@ def joint_setup(cfg: Config, device: torch.device, batch_size: int) -> tuple[Joi
     return j, batch
 
 
-def take_every_update(terms: dict, update: str) -> bool:
+def take_every_update(terms: dict) -> bool:
     return True  # train.nonfinite=stop: the step never waits for the device to check its losses
 
 

@@ -46,6 +46,24 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
     )
 
 
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset read by (index, seed) keys, as utils.distributed.ShardedEpochSampler yields them: the sample's
+    random augmentation (mirroring, the target transform) is drawn from torch's RNG seeded with its own seed, so
+    it depends on the key alone, not on the rank, the loader worker or where a resumed run started."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):  # the process's own stream is left as it was
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
                  sampler: torch.utils.data.Sampler | None = None, shuffle: bool = False,
                  drop_last: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:

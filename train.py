@@ -183,8 +183,10 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     device, t = info.device, cfg.train
     sampler = ShardedEpochSampler(len(train_set), t.batch_size, info.rank, info.world_size, t.seed)
     local_batch, pin = t.batch_size // info.world_size, device.type == "cuda"
+    # each sample's augmentation is drawn from its own seed; and each epoch's new iterator draws its workers' base
+    # seed from a generator of its own, not from the training stream (a resumed run starts one at another point)
     loader = build_loader(SeededSamples(train_set), local_batch, cfg.data.num_workers, sampler=sampler,
-                          pin_memory=pin)  # each sample's augmentation drawn from its own seed
+                          pin_memory=pin, generator=torch.Generator().manual_seed(t.seed))
     val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     val_loader = build_loader(val_set, max(local_batch, 4), 0, pin_memory=pin)
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -241,10 +243,13 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
 def validate(stage: Stage, loader: torch.utils.data.DataLoader, step: int, run: Path, log: RunLogger,
              info: DistInfo) -> None:
     """Rank 0 validates, logs and writes the picture of the first pairs; every rank steps the plateau schedule
-    with its result."""
+    with its result. The validation's random draws (the release generator's noise) come from a fork of the
+    RNGs: the training stream goes on as if there had been none, so a run that validates at its last step
+    resumes exactly as one that did not."""
     val = torch.zeros(1, device=info.device)
     if info.is_main:
-        values, sample = stage.validate(loader)
+        with torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else []):
+            values, sample = stage.validate(loader)
         log.scalars(step, values)
         log.text(f"validation at step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
         val[0] = values.get("val/recon", 0.0)

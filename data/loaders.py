@@ -66,8 +66,10 @@ class SeededSamples(torch.utils.data.Dataset):
 
 def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
                  sampler: torch.utils.data.Sampler | None = None, shuffle: bool = False,
-                 drop_last: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Persistent workers and a prefetch depth that keeps a GPU fed; pinned memory when training on CUDA."""
+                 drop_last: bool = False, pin_memory: bool = False,
+                 generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """Persistent workers and a prefetch depth that keeps a GPU fed; pinned memory when training on CUDA.
+    generator: what each new iterator draws its workers' base seed from (None: torch's global RNG)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -78,4 +80,5 @@ def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        generator=generator,
     )

@@ -163,7 +163,8 @@ class TermWindow:
         with `postfix` on the progress bar; start the next window."""
         if self.steps == 0:  # every step of the window was skipped
             return
-        values = {k: float(all_reduce_mean(v / self.steps)) for k, v in self.sums.items()}
+        means = all_reduce_mean(torch.stack(list(self.sums.values())) / self.steps)  # (T,): one all-reduce
+        values = dict(zip(self.sums, means.tolist()))  # one read
         values["perf/images_per_s"] = self.steps * batch_size / max(time.time() - self.start, 1e-9)
         values.update(extra or {})
         log.scalars(step, values)

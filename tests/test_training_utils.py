@@ -163,6 +163,28 @@ def test_sync_batchnorm_matches_full_batch_batchnorm_in_float32_statistics():
         torch.testing.assert_close(v0, full[0].running_var, atol=1e-4, rtol=1e-5)
 
 
+def _compile_worker(rank: int, port: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    net = convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(rank)) + 3 * rank
+    y = torch.compile(net, fullgraph=True, backend="aot_eager")(x)  # fullgraph: a graph break is an error
+    y.sum().backward()
+    out[rank] = y.detach()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes compiling
+def test_sync_batchnorm_compiles_into_one_graph():
+    """torch.compile traces the all-reduce batch norm whole (torch's SyncBatchNorm breaks the graph at its boolean
+    mask), forward and backward, and the compiled layer normalises with the global batch's statistics."""
+    out = mp.Manager().dict()
+    mp.spawn(_compile_worker, args=(_free_port(), out), nprocs=2, join=True)
+    both = torch.cat([out[0], out[1]])  # (4,4,6,6): the ranks' inputs differ by 3 in mean
+    torch.testing.assert_close(both.mean((0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.var((0, 2, 3), correction=0), torch.ones(4), atol=1e-3, rtol=0)
+
+
 def test_metrics_rows_survive_a_last_line_cut_short_but_not_a_broken_one(tmp_path):
     from utils.run import MetricsFileError, read_metrics
 

@@ -1,5 +1,6 @@
 """Config system: YAML over typed defaults, `base:` chains, dotted overrides, errors that name the culprit."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,122 @@ def test_a_generator_key_the_variant_does_not_take_is_an_error():
         build_spgnet(cfg)
     net = build_spgnet(load_config("configs/deepfashion.yaml", ["model.generator.variant=patn_s"]))
     assert type(net).__name__ == "PATNSGenerator"
+
+
+# ------------------------------------------------------------------ what YAML would accept but a config must not
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_it_and_both_lines(tmp_path):
+    """YAML keeps the last of two `train:` sections without a word: the first one's settings would vanish."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  batch_size: 2\ndata:\n  root: x\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path.resolve()}:5:1: key 'train' is given twice"), err.value
+    assert "first on line 1" in str(err.value)
+    path.write_text("train:\n  batch_size: 2\n  batch_size: 4\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:3:3: key 'batch_size' is given twice"):
+        load_config(path)
+
+
+def test_an_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
+    """9 levels of 9 aliases: 387 million leaves once expanded (hundreds of MB in a message that printed the value)."""
+    levels = ["&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"&{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("train:\n  batch_size:\n" + "\n".join("    - " + line for line in levels) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path.resolve()}:4:11: alias '*a': configs take no YAML aliases"), err.value
+    assert len(str(err.value)) < 300
+
+
+def test_a_long_value_is_shortened_in_the_message():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.batch_size=[" + ", ".join(["[1, 2, 3, 4, 5, 6, 7, 8]"] * 10_000) + "]"])
+    assert "train.batch_size" in str(err.value) and len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("value", ["[", "@run1", "*old", "!!python/name:os.system", "{a: 1", "`x`"])
+def test_an_override_that_is_not_yaml_is_one_error_naming_it(value):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/synthetic.yaml", [f"train.name={value}"])
+    message = str(err.value)
+    assert message.startswith(f"command line override 'train.name={value}'") and "\n" not in message, message
+    assert message.endswith("(quote a string value: train.name='...')")
+    assert load_config("configs/synthetic.yaml", [f"train.name='{value}'"]).train.name == value
+
+
+@pytest.mark.parametrize("base", ["[synthetic.yaml]", "3", "{a: b}", "''"])
+def test_a_base_that_is_not_one_file_name_is_refused(tmp_path, base):
+    path = tmp_path / "based.yaml"
+    path.write_text(f"base: {base}\ntrain:\n  batch_size: 2\n")
+    with pytest.raises(ConfigError, match=r"based.yaml: key 'base' = .* must name one config file"):
+        load_config(path)
+
+
+# ------------------------------------------- network-shaping values: what loads builds networks that run
+
+
+def run_networks(cfg: Config) -> None:
+    """A forward pass of SPATN, the generator and the discriminator at cfg's image size (batch of 2)."""
+    import torch
+
+    from data.parsing import num_labels
+    from models.build import build_discriminator, build_spatn, build_spgnet, pose_channels
+
+    h, w = cfg.data.image_size
+    k, p = num_labels(cfg), pose_channels(cfg)
+    image, pose = torch.zeros(2, 3, h, w), torch.zeros(2, p, h, w)
+    parsing = torch.zeros(2, k, h, w)
+    parsing[:, 0] = 1
+    with torch.no_grad():
+        assert build_spatn(cfg)(parsing, pose, pose).shape == (2, k, h, w)
+        flow, vis = torch.zeros(2, 2, h, w), torch.zeros(2, h, w, dtype=torch.long)
+        assert build_spgnet(cfg)(image, pose, parsing, parsing, flow, vis).shape == (2, 3, h, w)
+        assert build_discriminator(cfg).train()(image, image, pose).numel() > 0
+
+
+TINY_NETS = ["data.image_size=[128, 64]", "model.spatn.ngf=2", "model.spatn.n_blocks=1",
+             "model.generator.base_channels=2", "model.generator.max_channels=4", "model.generator.style_dim=4",
+             "model.generator.norm_hidden=2", "model.discriminator.ndf=2"]
+
+
+@pytest.mark.parametrize(("accepted", "refused", "message"), [
+    ("model.spatn.n_downsampling=6", "model.spatn.n_downsampling=7", "multiples of 128"),  # 64 px wide
+    ("model.discriminator.n_layers=4", "model.discriminator.n_layers=5", "5 halvings leave 2 px"),
+    ("model.generator.base_channels=1", "model.generator.base_channels=0", "must be at least 1"),
+    ("model.spatn.ngf=1", "model.spatn.ngf=0", "must be at least 1"),
+    ("model.discriminator.ndf=1", "model.discriminator.ndf=0", "must be at least 1"),
+    ("model.generator.style_dim=1", "model.generator.style_dim=0", "must be at least 1"),
+])
+def test_the_last_accepted_value_runs_and_the_first_refused_one_fails_in_the_network(accepted, refused, message):
+    """The range check sits exactly where the networks stop working: the boundary value builds networks whose
+    forward pass runs, the next one is refused at load -- and fails in the network when built without the check."""
+    run_networks(load_config("configs/synthetic_market.yaml", [*TINY_NETS, accepted]))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config("configs/synthetic_market.yaml", [*TINY_NETS, refused])
+    assert refused.split("=")[0] in str(err.value)
+    unchecked = load_config("configs/synthetic_market.yaml", [*TINY_NETS, accepted])
+    section, key = refused.split("=")[0].rsplit(".", 1)
+    node = unchecked
+    for part in section.split("."):
+        node = getattr(node, part)
+    setattr(node, key, int(refused.split("=")[1]))
+    with pytest.raises((RuntimeError, ValueError, ZeroDivisionError)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: "Initializing zero-element tensors is a no-op"
+        run_networks(unchecked)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("pose.sigma=0", "key 'pose.sigma' = 0.0 must be positive"),
+    ("pose.radius=-1", "key 'pose.radius' = -1.0 must be positive"),
+    ("model.flow.n_scales=0", "key 'model.flow.n_scales' = 0 must be at least 1"),
+    ("model.spatn.n_blocks=-1", "key 'model.spatn.n_blocks' = -1 must be at least 0"),
+    ("model.generator.n_res_blocks=-1", "key 'model.generator.n_res_blocks' = -1 must be at least 0"),
+    ("model.generator.sean_kernel=4", "key 'model.generator.sean_kernel' = 4 must be odd"),
+    ("model.flow.flow_scale=0", "key 'model.flow.flow_scale' = 0.0 must be positive"),
+])
+def test_network_values_out_of_range_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config("configs/synthetic.yaml", [override])

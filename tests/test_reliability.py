@@ -585,3 +585,37 @@ def test_a_count_out_of_range_is_a_usage_error(script, flag, value):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert f"error: argument {flag}: " in last and value in last, last
+
+
+# ------------------------------------------------------------------ signals: one line, no temporary, 128 + signal
+
+SLOW_WRITER = """
+import sys, time
+from utils.cli import run_main
+from utils.io import atomic_write
+
+def write(f):
+    f.write(b"half")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+
+run_main(lambda: atomic_write(sys.argv[1], write), interrupted="the earlier file is kept")
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                   (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_mid_write_leaves_the_earlier_file_and_one_line(tmp_path, sig, code, name):
+    """Ctrl-C gave a KeyboardInterrupt traceback and SIGTERM killed the process inside the write, leaving its
+    temporary file; both now unwind (the writer removes its temporary), print one line and exit 128 + signal."""
+    target = tmp_path / "metrics.json"
+    target.write_text("earlier\n")
+    child = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "SPGNET_DEBUG": ""})
+    assert child.stdout.readline() == "writing\n"
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == code, err
+    assert err.strip().splitlines() == [f"{name}: the earlier file is kept"], err
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and target.read_text() == "earlier\n"

@@ -5,12 +5,17 @@
 A YAML file may name a `base:` file (relative to itself) whose values it overrides, so the ablation configs
 only state what differs from the full model. Every key must exist in the dataclasses below and every value
 must have the declared type: a typo is an error naming the key and the file, never a silently ignored
-setting. The resolved config is what a run saves (`save_config`) and what a checkpoint carries.
+setting. A key given twice in one mapping (YAML would keep the last without a word) and YAML aliases (`*name`:
+a few hundred bytes of nested aliases expand to gigabytes) are refused, naming the file and line; the values
+in error messages are shortened. The network-shaping values are checked against each other and the image size
+(`validate`), so a config that loads builds networks that run. The resolved config is what a run saves
+(`save_config`) and what a checkpoint carries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,6 +217,16 @@ class Config:
 
 # ------------------------------------------------------------------------------------------ merging
 
+_SHORT = reprlib.Repr()  # repr that elides: a value in a message stays a few dozen characters, whatever its size
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` shortened for an error message (reprlib: long strings and deep or long lists elided)."""
+    return _SHORT.repr(value)
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -227,23 +242,23 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
                 return _coerce(value, option, key, origin)
             except ConfigError as err:
                 errors.append(err)
-        raise ConfigError(f"{origin}: key '{key}' = {value!r} does not have the type {_type_name(tp)}")
+        raise ConfigError(f"{origin}: key '{key}' = {shown(value)} does not have the type {_type_name(tp)}")
     if kind is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{origin}: key '{key}' = {value!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{origin}: key '{key}' = {shown(value)} is not one of {', '.join(map(str, choices))}")
         return value
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{origin}: key '{key}' must be null, got {value!r}")
+        raise ConfigError(f"{origin}: key '{key}' must be null, got {shown(value)}")
     if kind in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{origin}: key '{key}' must be a list, got {value!r}")
+            raise ConfigError(f"{origin}: key '{key}' must be a list, got {shown(value)}")
         args = typing.get_args(tp)
         if kind is tuple:
             if len(value) != len(args):
-                raise ConfigError(f"{origin}: key '{key}' must have {len(args)} entries, got {value!r}")
+                raise ConfigError(f"{origin}: key '{key}' must have {len(args)} entries, got {shown(value)}")
             return tuple(_coerce(v, a, f"{key}[{i}]", origin) for i, (v, a) in enumerate(zip(value, args)))
         return [_coerce(v, args[0], f"{key}[{i}]", origin) for i, v in enumerate(value)]
     if tp is float:
@@ -253,15 +268,15 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{origin}: key '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"{origin}: key '{key}' must be a number, got {shown(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{origin}: key '{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"{origin}: key '{key}' must be an integer, got {shown(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise ConfigError(f"{origin}: key '{key}' must be a {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{origin}: key '{key}' must be a {tp.__name__}, got {shown(value)}")
         return value
     raise ConfigError(f"{origin}: key '{key}' has an unsupported type {tp}")  # pragma: no cover
 
@@ -269,10 +284,10 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
 def _merge(node: Any, updates: dict, prefix: str, origin: str) -> None:
     """Write `updates` into the dataclass instance `node` in place, checking keys and types."""
     if not isinstance(updates, dict):
-        raise ConfigError(f"{origin}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {updates!r}")
+        raise ConfigError(f"{origin}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {shown(updates)}")
     hints = typing.get_type_hints(type(node))
     for key, value in updates.items():
-        dotted = prefix + str(key)
+        dotted = prefix + shown(key).strip("'")
         if key not in hints:
             known = ", ".join(sorted(hints))
             raise ConfigError(f"{origin}: unknown key '{dotted}' (known keys here: {known})")
@@ -283,6 +298,47 @@ def _merge(node: Any, updates: dict, prefix: str, origin: str) -> None:
             setattr(node, key, _coerce(value, hints[key], dotted, origin))
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also refuses a key given twice in one mapping and any alias (module docstring)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias '*{event.anchor[:40]}': configs take no YAML aliases (write the value "
+                "out; 'base:' shares settings between files)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key_node.value[:80]}' is given twice in one mapping (first on "
+                        f"line {first[key_node.value]}); YAML would keep the last one without a word",
+                        key_node.start_mark)
+                first[key_node.value] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse a config's YAML text with _ConfigLoader; any problem is one ConfigError line '<origin>:LINE:COL: ...'
+    (PyYAML's own message spans several lines, with the context and a caret)."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        kind = "" if isinstance(err, (yaml.composer.ComposerError, yaml.constructor.ConstructorError)) else \
+            "not valid YAML: "
+        raise ConfigError(f"{where}: {kind}{problem[:200]}") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
     """The chain of (mapping, origin) from the outermost `base:` file to `path` itself."""
     path = path.resolve()
@@ -291,28 +347,32 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        # one line: PyYAML's own message spans several, with the context and a caret
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from err
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config: {err}") from err
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     chain = []
     base = data.pop("base", None)
     if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: key 'base' = {shown(base)} must name one config file (a string, relative to "
+                              "this file)")
         chain = _read_yaml(path.parent / base, seen + (path,))
     return chain + [(data, str(path))]
 
 
 def parse_override(text: str) -> dict:
-    """'train.batch_size=8' -> {'train': {'batch_size': 8}}; the value is parsed as YAML."""
+    """'train.batch_size=8' -> {'train': {'batch_size': 8}}; the value is parsed as YAML (quote a string that YAML
+    would read otherwise: train.name='@run1')."""
     if "=" not in text:
-        raise ConfigError(f"command line: override '{text}' is not of the form key=value")
+        raise ConfigError(f"command line: override {shown(text)} is not of the form key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = load_yaml(raw, f"command line override {shown(text)}") if raw.strip() else None
+    except ConfigError as err:
+        raise ConfigError(f"{err} (quote a string value: {key.strip()[:80]}='...')") from None
     nested: dict = {}
     node = nested
     parts = key.strip().split(".")
@@ -329,7 +389,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         for data, origin in _read_yaml(Path(path)):
             _merge(cfg, data, "", origin)
     for text in overrides:
-        _merge(cfg, parse_override(text), "", f"command line override '{text}'")
+        _merge(cfg, parse_override(text), "", f"command line override {shown(text)}")
     validate(cfg)
     return cfg
 
@@ -407,6 +467,51 @@ def validate(cfg: Config) -> None:
     if not cfg.data.target_augment and (cfg.data.aug_scale, tuple(cfg.data.aug_shift)) != (1.2, (10, 10)):
         raise ConfigError("keys 'data.aug_scale' / 'data.aug_shift' apply with data.target_augment = true only: "
                           "leave them at their defaults, or they would be ignored")
+    validate_networks(cfg)
+
+
+def validate_networks(cfg: Config) -> None:
+    """The network-shaping values: widths and counts in range, and the downsampling steps within what
+    data.image_size allows; a value out of range would otherwise fail in the first step, after the run folder
+    exists. (model.generator.n_scales against the image size: models.variants.build_generator.)"""
+    m, p = cfg.model, cfg.pose
+    at_least = {
+        1: {"model.spatn.ngf": m.spatn.ngf, "model.flow.base_channels": m.flow.base_channels,
+            "model.flow.max_channels": m.flow.max_channels, "model.flow.n_scales": m.flow.n_scales,
+            "model.flow.start_scale": m.flow.start_scale,
+            "model.generator.base_channels": m.generator.base_channels,
+            "model.generator.max_channels": m.generator.max_channels,
+            "model.generator.style_dim": m.generator.style_dim,
+            "model.generator.norm_hidden": m.generator.norm_hidden,
+            "model.generator.sean_kernel": m.generator.sean_kernel,
+            "model.discriminator.ndf": m.discriminator.ndf, "model.discriminator.n_layers": m.discriminator.n_layers},
+        0: {"model.spatn.n_blocks": m.spatn.n_blocks, "model.spatn.n_downsampling": m.spatn.n_downsampling,
+            "model.generator.n_res_blocks": m.generator.n_res_blocks,
+            "model.generator.n_warp_scales": m.generator.n_warp_scales},
+    }
+    for low, values in at_least.items():
+        for key, value in values.items():
+            if value < low:
+                raise ConfigError(f"key '{key}' = {value} must be at least {low}")
+    positive = {"pose.sigma": p.sigma, "pose.radius": p.radius, "model.flow.flow_scale": m.flow.flow_scale}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"key '{key}' = {value} must be positive")
+    if m.generator.sean_kernel % 2 == 0:
+        raise ConfigError(f"key 'model.generator.sean_kernel' = {m.generator.sean_kernel} must be odd (a centred "
+                          "convolution keeps the map's size)")
+    if m.flow.start_scale & (m.flow.start_scale - 1):
+        raise ConfigError(f"key 'model.flow.start_scale' = {m.flow.start_scale} must be a power of two")
+    h, w = cfg.data.image_size
+    factor = 2**m.spatn.n_downsampling
+    if h % factor or w % factor:
+        raise ConfigError(f"key 'model.spatn.n_downsampling' = {m.spatn.n_downsampling} does not fit data.image_size "
+                          f"{h}x{w}: SPATN halves both sides that often, so they must be multiples of {factor}")
+    patches = min(h, w) // 2**m.discriminator.n_layers  # the PatchGAN's last 4x4 convs take 3 px of it
+    if patches < 3:
+        raise ConfigError(f"key 'model.discriminator.n_layers' = {m.discriminator.n_layers} does not fit "
+                          f"data.image_size {h}x{w}: {m.discriminator.n_layers} halvings leave {patches} px, the "
+                          "discriminator's last convolutions need 3")
 
 
 def to_dict(cfg: Config) -> dict:

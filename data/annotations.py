@@ -8,7 +8,10 @@ PATN/GFLA release of DeepFashion and Market-1501 spells them:
     a.jpg,b.jpg
 
 Coordinates are (y, x) in the image frame, -1 for a missing joint. Reading tolerates optional spaces and
-Windows line ends; any malformed line is an AnnotationError naming the file and the line number.
+Windows line ends; any malformed line is an AnnotationError naming the file and the line number. Image names are
+paths relative to the split's folder: an absolute name or one with a '..' part (which would read files outside
+the dataset) is such an error. A pair listed twice is generated and scored once: the repeats are dropped, with a
+note naming their lines (the published scripts score each generated file once, whatever the list).
 
 Range (DESIGN.md section 3, keypoint validity): a present joint may lie outside the frame only within a
 margin, a fraction of the image side beyond each border (default 0.5: limbs cut by the crop); beyond it, or a
@@ -17,8 +20,9 @@ NaN/inf coordinate, is an AnnotationError naming the file, the line and the join
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -52,6 +56,15 @@ def _check_header(path: str | Path, lines: list[tuple[int, str]], header: str) -
     found = "".join(lines[0][1].split())
     if found != header:
         raise AnnotationError(f"{path}:1: incorrect header {lines[0][1]!r}, expected '{header}'")
+
+
+def _check_name(path: str | Path, line: int, name: str) -> str:
+    """`name`, unless it leaves the folder it is relative to (absolute, or a '..' part): AnnotationError."""
+    parts = PurePosixPath(name.replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts:
+        raise AnnotationError(f"{path}:{line}: image name {name!r} leaves the image folder (an absolute path or a "
+                              "'..' part); names are relative to the split's folder")
+    return name
 
 
 def _parse_list(text: str, path: str | Path, line: int, what: str) -> list[int]:
@@ -90,7 +103,7 @@ def read_annotations(path: str | Path, image_size: tuple[int, int] | None = None
                                   f"got {text!r}")
         if len(fields) > 3:
             raise AnnotationError(f"{path}:{number}: {len(fields)} fields, expected 3 ('name: [ys]: [xs]')")
-        name = fields[0].strip()
+        name = _check_name(path, number, fields[0].strip())
         if not name:
             raise AnnotationError(f"{path}:{number}: empty image name")
         if name in keypoints:
@@ -151,10 +164,11 @@ def write_annotations(path: str | Path, keypoints: Mapping[str, np.ndarray]) -> 
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """Pairs CSV -> [(from, to)], in file order."""
+    """Pairs CSV -> [(from, to)], in file order, each pair once (repeats dropped with a note on stderr)."""
     lines = _lines(path)
     _check_header(path, lines, PAIRS_HEADER)
-    pairs = []
+    first: dict[tuple[str, str], int] = {}  # pair -> its line, in file order
+    repeats = []
     for number, text in lines[1:]:
         if not text.strip():
             continue
@@ -163,8 +177,16 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
             raise AnnotationError(f"{path}:{number}: {len(fields)} fields, expected 2 ('from,to'), got {text!r}")
         if not all(fields):
             raise AnnotationError(f"{path}:{number}: empty image name in {text!r}")
-        pairs.append((fields[0], fields[1]))
-    return pairs
+        pair = (_check_name(path, number, fields[0]), _check_name(path, number, fields[1]))
+        if pair in first:
+            repeats.append(f"{number} (= {first[pair]})")
+        else:
+            first[pair] = number
+    if repeats:
+        shown = ", ".join(repeats[:10]) + (", ..." if len(repeats) > 10 else "")
+        print(f"note: {path}: {len(repeats)} repeated pairs dropped, each is used once (lines {shown})",
+              file=sys.stderr)
+    return list(first)
 
 
 def write_pairs(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:

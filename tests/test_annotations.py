@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data.annotations import (
+    ANNOTATION_HEADER,
     AnnotationError,
     check_range,
     read_annotations,
@@ -178,3 +179,32 @@ def test_writer_rejects_bad_values(tmp_path):
         write_annotations(tmp_path / "a.csv", {"a:b.jpg": np.zeros((18, 2), int)})
     with pytest.raises(ValueError, match="may not be empty or contain ','"):
         write_pairs(tmp_path / "p.csv", [("a,b.jpg", "c.jpg")])
+
+
+@pytest.mark.parametrize("name", ["../x.jpg", "a/../../x.jpg", "/etc/x.jpg", "..", "a/..\\..\\x.jpg"])
+def test_a_name_that_leaves_the_image_folder_is_refused_naming_file_and_line(tmp_path, name):
+    """A pair (or keypoint row) naming '../../outside/secret.jpg' was read from outside the dataset."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"from,to\na.jpg,b.jpg\n{name},b.jpg\n")
+    with pytest.raises(AnnotationError, match=rf"^{pairs}:3: image name .* leaves the image folder"):
+        read_pairs(pairs)
+    rows = tmp_path / "ann.csv"
+    rows.write_text(f"{ANNOTATION_HEADER}\n{name}: {[-1] * 18}: {[-1] * 18}\n")
+    with pytest.raises(AnnotationError, match=rf"^{rows}:2: image name .* leaves the image folder"):
+        read_annotations(rows)
+
+
+def test_names_in_folders_and_with_dots_are_kept(tmp_path):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("from,to\nf1/a.jpg,..b.jpg\nc..d/e.jpg,f.jpg\n")
+    assert read_pairs(pairs) == [("f1/a.jpg", "..b.jpg"), ("c..d/e.jpg", "f.jpg")]
+
+
+def test_a_repeated_pair_is_used_once_with_a_note_naming_its_lines(tmp_path, capsys):
+    """6 distinct pairs and 3 repeats were generated and scored 9 times: evaluate.py reported images=9."""
+    pairs = tmp_path / "pairs.csv"
+    rows = [f"a{i}.jpg,b{i}.jpg" for i in range(6)]
+    pairs.write_text("from,to\n" + "\n".join(rows + rows[1:3] + [" a1.jpg , b1.jpg "]) + "\n")
+    assert read_pairs(pairs) == [(f"a{i}.jpg", f"b{i}.jpg") for i in range(6)]
+    note = capsys.readouterr().err
+    assert note == f"note: {pairs}: 3 repeated pairs dropped, each is used once (lines 8 (= 3), 9 (= 4), 10 (= 3))\n"

@@ -25,8 +25,10 @@ parsing_labels/ folder, labels in data.label_merge's ids), parsing pixel accurac
 present in the ground truth (metrics/parsing.py).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
-computed, as is the FID cache folder): metrics.json, metrics.csv, per_image.csv (together: all three replaced
-or none), and the markdown table to stdout, each naming the protocol of every metric. --weights random uses
+computed, as is the FID cache folder; never the dataset's folders or --generated itself): metrics.json,
+metrics.csv, per_image.csv (together: all three replaced or none), and the markdown table to stdout, each naming
+the protocol of every metric. A pair listed twice is scored once; two pairs whose generated names coincide are
+refused (possible under --names release only). A damaged FID cache entry is recomputed. --weights random uses
 randomly initialised Inception/AlexNet/OpenPose networks (offline tests and the demo); such values are labelled
 RANDOM-INIT everywhere and are not comparable to published numbers.
 """
@@ -45,6 +47,7 @@ from tqdm import tqdm
 
 from data.annotations import read_annotations, read_pairs
 from data.datasets import GENERATED_FORMATS, GENERATED_NAMES
+from data.loaders import refuse_dataset_folder
 from data.parsing import check_merge, label_merge, num_classes
 from metrics import estimators, openpose, table
 from metrics.accumulators import (
@@ -64,6 +67,7 @@ from metrics.pairs import EvaluationError, Pair, PairImages, find_pairs, kept_by
 from metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from utils.cli import non_negative_int, positive_int, run_main
 from utils.config import Config, load_config
+from utils.distributed import parse_device
 from utils.io import ensure_writable_folder
 
 SCRIPT_BATCHED = ("fid", "lpips", "mlpips")  # the metrics a published script computes on whole batches only
@@ -112,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="image-loading workers (default: data.num_workers)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
@@ -184,6 +188,7 @@ def prepare(args: argparse.Namespace) -> Run:
     """Read and check everything the metrics need: the config, the protocol and metrics, the generated folder,
     the output folder (writable), the pairs and their keypoints, the release's crops and the kept pairs."""
     cfg = load_config(args.dataset_config, args.overrides)
+    device = parse_device(args.device)
     root = Path(cfg.data.root)
     size = tuple(cfg.data.image_size)
     if args.fid_network is not None and args.protocol != "clean":
@@ -195,7 +200,12 @@ def prepare(args: argparse.Namespace) -> Run:
     generated = Path(args.generated)
     if not generated.is_dir():
         raise EvaluationError(f"--generated {generated}: not a folder")
-    out_dir = ensure_writable_folder(Path(args.out) if args.out else generated.resolve().parent / "metrics")
+    out_dir = Path(args.out) if args.out else generated.resolve().parent / "metrics"
+    refuse_dataset_folder(out_dir, cfg)
+    if out_dir.resolve() == generated.resolve() or generated.resolve() in out_dir.resolve().parents:
+        raise EvaluationError(f"--out {out_dir} is (inside) the --generated folder {generated}: the metrics files "
+                              "would lie among the images; choose another --out")
+    ensure_writable_folder(out_dir)
     pairs_file, annotation_file = root / cfg.data.pairs_test, root / cfg.data.annotation_test
     test_pairs = read_pairs(pairs_file)
     if cfg.data.max_test_pairs is not None:
@@ -211,7 +221,6 @@ def prepare(args: argparse.Namespace) -> Run:
     if "fid" in kept and kept["fid"].sum() < 2:
         raise EvaluationError(f"protocol {protocol.name}: FID keeps {int(kept['fid'].sum())} of {len(pairs)} "
                               f"generated images (whole batches of {protocol.fid.whole_batches_of}); it needs 2")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Run(args, cfg, protocol, chosen, generated, out_dir, pairs, missing, targets, crops, kept, device)
 
 
@@ -354,4 +363,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, interrupted="no metrics were written; the metrics files of an earlier evaluation in --out are "
+                               "unchanged")

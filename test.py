@@ -4,7 +4,8 @@
     python test.py ... --out results/df --pairs my-pairs.csv --grids --parsing --skip-existing
     python test.py ... --parsing-dir datasets/deepfashion_256/pred_seg     (the release's test: no SPATN)
 
-Writes one image per pair, `<from-stem>___<to-stem>.png`, into --out (default: <run folder>/test-<step>/images).
+Writes one image per pair, `<from-stem>___<to-stem>.png`, into --out (default: <run folder>/test-<step>/images);
+image names in folders keep them, escaped into the one file name (data.datasets.pair_stem: 'a/b.jpg' -> 'a%2Fb').
 `--format jpg --names release --quantise truncate` writes the files the authors' test script writes (cv2 JPEG,
 quality 95, `<from-stem>_<to-stem>.jpg`, ((x + 1) * 127.5) truncated to uint8), which their metric scripts and
 `evaluate.py --protocol release` read; a PNG with `--quantise truncate` holds exactly the uint8 image their
@@ -19,8 +20,10 @@ Then: python evaluate.py --generated <out>/images --dataset-config <config> [--p
 
 Every file is written atomically (utils.io): a killed run leaves complete images only, and `--skip-existing`
 keeps a pair only when each of its requested outputs decodes completely at the right size, so a rerun after a
-kill regenerates exactly what is missing. The output folders are checked for writability before any work; a
-write that fails (read-only folder, full disk) stops the run with an error naming the file and exit code 2.
+kill regenerates exactly what is missing (Ctrl-C or SIGTERM: one line saying so, exit 130 / 143). The output
+folders are checked for writability before any work; a write that fails (read-only folder, full disk) stops the
+run with an error naming the file and exit code 2. Under --names release two pairs may share a name ('a_b' + 'c',
+'a' + 'b_c'): such pairs are refused before anything is generated.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name
-from data.loaders import build_dataset, build_loader
+from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, check_distinct_files, generated_image_name
+from data.loaders import build_dataset, build_loader, refuse_dataset_folder
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from models.pipeline import load_pipeline
 from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import non_negative_int, positive_int, run_main
-from utils.config import ConfigError, load_config
+from utils.config import load_config
+from utils.distributed import parse_device
 from utils.host_memory import keep_freed_memory
 from utils.io import ImageReadError, ensure_writable_folder, read_image, remove_orphans, write_image
 
@@ -53,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", default=None, help="pairs CSV (from,to); default: the config's test pairs")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--workers", type=non_negative_int, default=None)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--grids", action="store_true", help="also write comparison grids")
     p.add_argument("--parsing", action="store_true",
                    help="also write the target parsing used: label maps (parsing_labels/), colour pictures (parsing/)")
@@ -83,17 +87,6 @@ def pair_files(src: str, tgt: str, outputs: dict[str, tuple[int, ...]], names: s
             for fmt in per_folder.get(sub, formats[:1])]
 
 
-def refuse_dataset_folder(out: Path, cfg) -> None:
-    """Never write generated images into (or over) a folder of real images."""
-    root = Path(cfg.data.root).resolve()
-    d = cfg.data
-    for sub in (split + suffix for split in (d.train_dir, d.test_dir) for suffix in ("", d.parsing_suffix,
-                                                                                     d.flow_suffix)):
-        real = (root / sub).resolve()
-        if out == real or real in out.parents or out in real.parents or out == root:
-            raise ConfigError(f"--out {out} is (inside) the dataset folder {real}: refusing to write there")
-
-
 def complete(path: Path, shape: tuple[int, ...]) -> bool:
     """Whether `path` is a complete image of `shape`, (H, W, 3) or a (H, W) label map: what --skip-existing may
     keep."""
@@ -107,7 +100,7 @@ def complete(path: Path, shape: tuple[int, ...]) -> bool:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(args.device)
     if device.type == "cpu":
         keep_freed_memory()  # each batch reuses the last one's freed buffers instead of page-faulting new ones
     ckpt_path = Path(args.checkpoint)
@@ -140,6 +133,10 @@ def main(argv: list[str] | None = None) -> Path:
     dataset = build_dataset(cfg, "test", with_flow=cfg.model.flow.source == "files", pairs_file=pairs,
                             pair_parsing_dir=args.parsing_dir)
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
+    for fmt in formats:  # under --names ours distinct pairs have distinct names; the release's '<a>_<b>' may not
+        check_distinct_files([dataset.pairs[i] for i in indices],
+                             lambda s, t, fmt=fmt: generated_image_name(s, t, args.names, fmt), out / "images",
+                             "" if args.names == "ours" else ", or write --names ours")
     wanted = len(indices)
     if args.skip_existing:
         indices = [i for i in indices if not all(complete(out / sub / name, shape) for sub, name, shape in
@@ -178,4 +175,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, interrupted="every image written is complete; the same command with --skip-existing generates the "
+                               "rest")

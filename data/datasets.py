@@ -7,11 +7,14 @@ pairs CSV, with images, keypoints, pose maps, one-hot parsing and, optionally, f
     root/<parsing_dir>/<stem>.png                      single-channel uint8 CIHP labels
     root/<flow_dir>/<from-stem>___<to-stem>.npz        optional: flow (2,H,W) float16, vis (H,W) uint8
 
-Every file the pairs need is checked at construction, and all missing ones are reported in one error, so a
-broken download fails in seconds rather than hours into a run. The keypoints are checked there too (DESIGN.md
-section 3, keypoint validity): every present joint within `keypoint_margin` of the frame (an error naming the
-file, line and joint otherwise), and every source and target a usable pose (at least 4 present joints and a
-torso): pairs with an unusable pose are refused, naming them, or dropped with invalid_poses="skip".
+A pair's own files (flow, predicted parsing, generated image) are named `pair_stem`: one name per pair, the
+folders of the image names kept. Every file the pairs need is checked at construction -- present, one per name,
+and complete (a JPEG's end-of-image marker, a PNG's IEND chunk, an npz's end record, from two small reads per
+file) -- and all missing or incomplete ones are reported in one error, so a broken download fails in seconds
+rather than hours into a run. The keypoints are checked there too (DESIGN.md section 3, keypoint validity): every
+present joint within `keypoint_margin` of the frame (an error naming the file, line and joint otherwise), and every
+source and target a usable pose (at least 4 present joints and a torso): pairs with an unusable pose are refused,
+naming them, or dropped with invalid_poses="skip".
 While loading, a truncated image (no JPEG end marker / PNG IEND chunk) and a non-finite flow value are
 DatasetErrors naming the file (and the array).
 """
@@ -19,9 +22,11 @@ DatasetErrors naming the file (and the array).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -34,7 +39,7 @@ from data.pose import FLIP_JOINTS, is_missing, pose_problems
 from data.pose import encode_pose as encode_pose_maps
 from data.visual import from_uint8
 from utils.errors import InputError
-from utils.io import ImageReadError, read_image
+from utils.io import ImageReadError, incomplete, read_image
 
 # Each DataLoader worker decodes one image at a time; cv2's own thread pool on top of the workers would
 # oversubscribe the cores. Set at import, so the main process, forked and spawned workers all inherit it.
@@ -48,12 +53,30 @@ class DatasetError(InputError):
 
 
 def stem(name: str) -> str:
-    """Image name without its extension ('a/b.jpg' -> 'a/b'): the key of its parsing and flow files."""
+    """Image name without its extension ('a/b.jpg' -> 'a/b'): the key of its parsing map."""
     return Path(name).with_suffix("").as_posix()
 
 
+def flat_stem(name: str) -> str:
+    """The part of a pair's file name that stands for image `name`: its stem with the folders kept, written into
+    one file name so that distinct images give distinct parts and no part can be read as containing the '___'
+    separator: '%' -> '%25', '/' -> '%2F', and '%5F' for an underscore at either end and for each underscore of a
+    run of three or more. Names without '%', '/' or such underscores (every DeepFashion and Market-1501 name)
+    are unchanged: 'a/b.jpg' -> 'a%2Fb', 'x___y.jpg' -> 'x%5F%5F%5Fy', 'plain_name.jpg' -> 'plain_name'."""
+    flat = stem(name).replace("%", "%25").replace("/", "%2F")
+    flat = re.sub(r"_{3,}", lambda run: "%5F" * len(run.group()), flat)
+    return re.sub(r"^_|_$", "%5F", flat)
+
+
+def pair_stem(src: str, tgt: str) -> str:
+    """'<from>___<to>' (PATN's separator) of flat_stem's parts: one name per pair and one pair per name, since
+    no part holds '___' or starts or ends with '_'. The stem of the pair's flow file, target parsing map and
+    generated image."""
+    return f"{flat_stem(src)}___{flat_stem(tgt)}"
+
+
 def flow_file_name(src: str, tgt: str) -> str:
-    return f"{stem(src)}___{stem(tgt)}.npz"
+    return f"{pair_stem(src, tgt)}.npz"
 
 
 GENERATED_NAMES = ("ours", "release")
@@ -61,14 +84,27 @@ GENERATED_FORMATS = ("png", "jpg")
 
 
 def generated_image_name(src: str, tgt: str, names: str = "ours", fmt: str = "png") -> str:
-    """The file test.py writes for a pair and evaluate.py reads (no folders): names "ours" '<from-stem>___<to-stem>'
-    (PATN's separator), "release" '<from-stem>_<to-stem>' (the authors' test script: '%s_%s.jpg' % (sid1, sid2)),
-    with the extension of `fmt` (png or jpg)."""
+    """The file test.py writes for a pair and evaluate.py reads, with the extension of `fmt` (png or jpg): names
+    "ours" pair_stem's '<from>___<to>' (distinct pairs, distinct names), "release" '<from>_<to>' (the authors' test
+    script: '%s_%s.jpg' % (sid1, sid2)), which two pairs can share ('a_b' + 'c', 'a' + 'b_c'): readers and
+    writers refuse such pairs (check_distinct_files)."""
     if names not in GENERATED_NAMES or fmt not in GENERATED_FORMATS:
         raise ValueError(f"generated_image_name: names {names!r} / format {fmt!r}; known: {GENERATED_NAMES} / "
                          f"{GENERATED_FORMATS}")
-    separator = "___" if names == "ours" else "_"
-    return f"{Path(src).stem}{separator}{Path(tgt).stem}.{fmt}"
+    name = pair_stem(src, tgt) if names == "ours" else f"{flat_stem(src)}_{flat_stem(tgt)}"
+    return f"{name}.{fmt}"
+
+
+def check_distinct_files(pairs: Sequence[tuple[str, str]], file_name: Callable[[str, str], str], where: str,
+                         advice: str = "") -> None:
+    """Refuse `pairs` of which two distinct ones would share one file `file_name(src, tgt)` in `where`: one file
+    would answer for both (written twice, read or scored twice). `advice` ends the message."""
+    first: dict[str, tuple[str, str]] = {}
+    for pair in pairs:
+        other = first.setdefault(file_name(*pair), pair)
+        if other != pair:
+            raise DatasetError(f"pairs {other[0]} -> {other[1]} and {pair[0]} -> {pair[1]} would share one file "
+                               f"{file_name(*pair)} in {where}; rename one of the images{advice}")
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
@@ -99,9 +135,30 @@ def _missing_files(folder: Path, wanted: list[str], kind: str) -> str | None:
     return _missing_report(kind, folder, missing) if missing else None
 
 
+def _check_complete(paths: list[Path], pairs: int, threads: int = 8) -> None:
+    """DatasetError listing the files of `paths` that are empty or cut short (utils.io.incomplete: two small reads
+    per file, in a few threads, as a network file system answers each read with a round trip)."""
+
+    def reason(path: Path) -> str | None:
+        try:
+            return incomplete(path)
+        except OSError as err:
+            return f"cannot read: {err.strerror or err}"
+
+    with ThreadPoolExecutor(threads) as pool:
+        found = [(path, why) for path, why in zip(paths, pool.map(reason, paths, chunksize=256)) if why]
+    if len(found) == 1:
+        raise DatasetError(f"{found[0][0]}: {found[0][1]}; the file is incomplete, download or copy it again")
+    if found:
+        shown = "\n".join(f"  {path}: {why}" for path, why in found[:SHOW_MISSING])
+        more = f"\n  ... and {len(found) - SHOW_MISSING} more" if len(found) > SHOW_MISSING else ""
+        raise DatasetError(f"{len(found)} files the {pairs} pairs need are incomplete; download or copy them again:\n"
+                           f"{shown}{more}")
+
+
 def pair_parsing_name(src: str, tgt: str) -> str:
-    """File of the parsing map predicted for pair (src, tgt): <src-stem>___<tgt-stem>.png (the release's)."""
-    return f"{stem(src)}___{stem(tgt)}.png"
+    """File of the parsing map predicted for pair (src, tgt): <from>___<to>.png (pair_stem; the release's)."""
+    return f"{pair_stem(src, tgt)}.png"
 
 
 def release_target_affine(image_size: tuple[int, int], scale_range: float, shift: tuple[int, int]) -> np.ndarray:
@@ -207,27 +264,44 @@ class PairDataset(torch.utils.data.Dataset):
         self._keypoint_index = {name: i for i, name in enumerate(names)}
         self._keypoints = np.stack([annotations[n] for n in names]).astype(np.float32)  # (N,18,2)
 
-    def _check_files(self, annotation_path: Path, annotations: dict[str, np.ndarray]) -> None:
-        """Every image, keypoint entry, parsing map (and flow file) the pairs need, all reported at once."""
+    def _needed_files(self) -> list[tuple[str, Path, list[str]]]:
+        """(kind, folder, file names) of every file the pairs read: images, parsing maps (or the sources' maps and
+        the pair parsing maps), flow files."""
         names = list(dict.fromkeys(name for pair in self.pairs for name in pair))
+        needs = [("images", self.image_dir, names)]
+        if self.pair_parsing_dir is None:
+            needs.append(("parsing maps", self.parsing_dir, [stem(n) + ".png" for n in names]))
+        else:  # the targets' maps come per pair
+            sources = list(dict.fromkeys(src for src, _ in self.pairs))
+            needs.append(("parsing maps", self.parsing_dir, [stem(n) + ".png" for n in sources]))
+            pair_maps = list(dict.fromkeys(pair_parsing_name(s, t) for s, t in self.pairs))
+            needs.append(("pair parsing maps", self.pair_parsing_dir, pair_maps))
+        if self.flow_dir is not None:
+            flows = list(dict.fromkeys(flow_file_name(s, t) for s, t in self.pairs))
+            needs.append(("flow files", self.flow_dir, flows))
+        return needs
+
+    def _check_files(self, annotation_path: Path, annotations: dict[str, np.ndarray]) -> None:
+        """Every image, keypoint entry, parsing map (and flow file) the pairs need: present, complete (not cut
+        short by an interrupted download or copy: utils.io.incomplete), and one per name, all reported at once."""
+        names = list(dict.fromkeys(name for pair in self.pairs for name in pair))
+        by_stem: dict[str, list[str]] = {}
+        for name in names:
+            by_stem.setdefault(stem(name), []).append(name)
+        shared = [group for group in by_stem.values() if len(group) > 1]
+        if shared:
+            raise DatasetError(f"images {' and '.join(shared[0])} share the stem {stem(shared[0][0])!r}: one parsing "
+                               "map and one file per pair would stand for both; rename one of them")
         problems = []
         no_keypoints = [n for n in names if n not in annotations]
         if no_keypoints:
             problems.append(_missing_report("keypoint entries", annotation_path, no_keypoints))
-        problems.append(_missing_files(self.image_dir, names, "images"))
-        if self.pair_parsing_dir is None:
-            problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in names], "parsing maps"))
-        else:  # the targets' maps come per pair
-            sources = list(dict.fromkeys(src for src, _ in self.pairs))
-            problems.append(_missing_files(self.parsing_dir, [stem(n) + ".png" for n in sources], "parsing maps"))
-            pair_maps = list(dict.fromkeys(pair_parsing_name(s, t) for s, t in self.pairs))
-            problems.append(_missing_files(self.pair_parsing_dir, pair_maps, "pair parsing maps"))
-        if self.flow_dir is not None:
-            flows = list(dict.fromkeys(flow_file_name(s, t) for s, t in self.pairs))
-            problems.append(_missing_files(self.flow_dir, flows, "flow files"))
+        needs = self._needed_files()
+        problems += [_missing_files(folder, wanted, kind) for kind, folder, wanted in needs]
         problems = [p for p in problems if p]
         if problems:
             raise DatasetError(f"the {len(self.pairs)} pairs need files that are missing:\n" + "\n".join(problems))
+        _check_complete([folder / name for _, folder, wanted in needs for name in wanted], len(self.pairs))
 
     def _check_poses(self, annotation_path: Path, annotations: dict[str, np.ndarray],
                      skip: bool) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import torch
 
 from data.datasets import PairDataset
 from data.parsing import label_merge
-from utils.config import Config
+from utils.config import Config, ConfigError
 
 
 def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool = False,
@@ -44,6 +44,18 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
         invalid_poses=d.invalid_poses,
         max_pairs=max_pairs if max_pairs is not None else (d.max_train_pairs if split == "train" else d.max_test_pairs),
     )
+
+
+def refuse_dataset_folder(out: Path, cfg: Config, flag: str = "--out") -> None:
+    """Never write results into (or over) a folder of real data: the dataset root, a split's images, parsing maps
+    or flow files, or a folder holding one of them. `out` is resolved, so a symlink into the dataset counts."""
+    out, d = Path(out).resolve(), cfg.data
+    root = Path(d.root).resolve()
+    for sub in (split + suffix for split in (d.train_dir, d.test_dir) for suffix in ("", d.parsing_suffix,
+                                                                                     d.flow_suffix)):
+        real = (root / sub).resolve()
+        if out == real or real in out.parents or out in real.parents or out == root:
+            raise ConfigError(f"{flag} {out} is (inside) the dataset folder {real}: refusing to write there")
 
 
 class SeededSamples(torch.utils.data.Dataset):

@@ -33,8 +33,9 @@ import cv2
 import numpy as np
 
 from data.annotations import write_annotations, write_pairs
+from data.datasets import flow_file_name, stem
 from data.parsing import CIHP_LABELS
-from utils.io import atomic_write, ensure_writable_folder, write_image
+from utils.io import atomic_write, ensure_writable_folder, remove_orphans, write_image
 
 # CIHP label ids of the classes the renderer paints; left/right are the person's sides, as the joints'.
 HAIR, UPPER_CLOTHES, PANTS, SKIRT, FACE = (CIHP_LABELS.index(n) for n in ("hair", "upper-clothes", "pants", "skirt",
@@ -682,15 +683,14 @@ def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str
     out, style_name, seed, identity, n_poses, split = task
     root = Path(out)
     names, renders = render_identity(STYLES[style_name], seed, identity, n_poses)
-    stems = [Path(n).stem for n in names]
-    for name, stem, r in zip(names, stems, renders):
+    for name, r in zip(names, renders):
         write_image(root / split / name, r.image, params=[cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        write_image(root / f"{split}_parsing" / f"{stem}.png", r.labels, rgb=False)
+        write_image(root / f"{split}_parsing" / f"{stem(name)}.png", r.labels, rgb=False)
     for i, src in enumerate(renders):
         for j, tgt in enumerate(renders):
             if i != j:
                 flow, vis = correspondence(src, tgt)
-                save_npz(root / f"{split}_flow" / f"{stems[i]}___{stems[j]}.npz", flow=flow.astype(np.float16),
+                save_npz(root / f"{split}_flow" / flow_file_name(names[i], names[j]), flow=flow.astype(np.float16),
                          vis=vis)
     return names, [keypoints(r.figure) for r in renders]
 
@@ -703,7 +703,8 @@ def held_out_identities(seed: int, identities: int, test_fraction: float) -> set
 
 def generate_dataset(out: str | Path, style: str = "deepfashion", identities: int = 60, poses: int = 6,
                      seed: int = 0, test_fraction: float = 0.15, workers: int = 1) -> dict[str, int | float]:
-    """Write the DESIGN.md section 2 layout under `out`; returns counts and the elapsed seconds."""
+    """Write the DESIGN.md section 2 layout under `out`; returns counts and the elapsed seconds. The temporary files
+    a killed earlier run left in these folders are removed first (utils.io.remove_orphans)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if identities < 2:
@@ -714,9 +715,11 @@ def generate_dataset(out: str | Path, style: str = "deepfashion", identities: in
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     started = time.time()
     st, root = STYLES[style], ensure_writable_folder(Path(out), "dataset folder")
+    remove_orphans(root)  # the temporaries a killed earlier run left
     for split in ("train", "test"):
         for suffix in ("", "_parsing", "_flow"):
             (root / f"{split}{suffix}").mkdir(parents=True, exist_ok=True)
+            remove_orphans(root / f"{split}{suffix}")
     test_ids = held_out_identities(seed, identities, test_fraction)
     tasks = [(str(root), style, seed, i, poses, "test" if i in test_ids else "train") for i in range(identities)]
     if workers > 1:

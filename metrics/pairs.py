@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.datasets import generated_image_name, stem
+from data.datasets import check_distinct_files, generated_image_name, stem
 from data.parsing import NUM_CIHP
 from metrics.files import crop_square_fashion, kept_mask, read_image
 from metrics.masks import pose_masks
@@ -36,7 +36,11 @@ class Pair:
 
 def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool, names: str = "ours",
                fmt: str = "png") -> tuple[list[Pair], list[str]]:
-    """Pairs whose generated image exists; missing ones are an error unless allow_missing."""
+    """Pairs whose generated image exists; missing ones are an error unless allow_missing. Two pairs whose names
+    coincide (possible under names "release": 'a_b' + 'c', 'a' + 'b_c') are refused: one file cannot be scored
+    for both."""
+    check_distinct_files(pairs, lambda s, t: generated_image_name(s, t, names, fmt), generated,
+                         "" if names == "ours" else " (the release's names '<from>_<to>' are ambiguous)")
     present = {p.name for p in generated.iterdir()}
     items = [Pair(generated_image_name(s, t, names, fmt), s, t) for s, t in pairs]
     missing = [p.generated for p in items if p.generated not in present]

@@ -3,6 +3,7 @@ construction report of missing files, bad-file errors, horizontal flips against 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,16 @@ import torch
 from PIL import Image
 
 from data.annotations import write_annotations, write_pairs
-from data.datasets import DatasetError, PairDataset
+from data.datasets import (
+    DatasetError,
+    PairDataset,
+    check_distinct_files,
+    flow_file_name,
+    generated_image_name,
+    pair_parsing_name,
+    pair_stem,
+    stem,
+)
 from data.pose import encode_pose
 
 H, W = 16, 12
@@ -259,3 +269,79 @@ def test_label_counts_match_a_pixel_loop(data):
     np.testing.assert_array_equal(counts, expected)
     sample = make(root, label_merge=merge).label_counts(max_maps=2)  # the first and the last distinct target
     assert sample.sum() == 2 * H * W
+
+
+# ------------------------------------------------------------------------------- the names of a pair's files
+
+ODD_NAMES = ["a.jpg", "b.jpg", "c.jpg", "s.jpg", "a___b.jpg", "b___c.jpg", "x____y.jpg", "a_.jpg", "_b.jpg", "_.jpg",
+             "__.jpg", "f1/s.jpg", "f2/s.jpg", "f1%2Fs.jpg", "100%.jpg", "d/e/f.png", "-ä ö n.jpg", "a_b.jpg"]
+
+
+def read_pair_stem(name: str) -> tuple[str, str]:
+    """An independent reading of a pair's file stem: split at the first '___', undo the %XX escapes."""
+    def unescape(part: str) -> str:
+        return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), part)
+    left, right = name.split("___", 1)
+    return unescape(left), unescape(right)
+
+
+def test_distinct_pairs_get_distinct_file_names_that_read_back_as_the_pair():
+    """Names were '<from stem>___<to stem>' with folders dropped: (p___q, r) and (p, q___r), or (f1/s, t) and
+    (f2/s, t), shared one file, so one generated image (or flow file) answered for two pairs."""
+    pairs = [(a, b) for a in ODD_NAMES for b in ODD_NAMES if a != b]
+    names = [pair_stem(a, b) for a, b in pairs]
+    assert len(set(names)) == len(pairs)
+    for (a, b), name in zip(pairs, names):
+        assert "/" not in name and read_pair_stem(name) == (stem(a), stem(b)), (a, b, name)
+    assert len({generated_image_name(a, b) for a, b in pairs}) == len(pairs)
+    assert len({flow_file_name(a, b) for a, b in pairs}) == len({pair_parsing_name(a, b) for a, b in pairs})
+
+
+def test_plain_names_keep_the_published_file_names():
+    """DeepFashion and Market-1501 names give the names PATN's and the authors' scripts write and read."""
+    df = ("fashionWOMENBlouses_Shirtsid0000637003_1front.jpg", "fashionWOMENBlouses_Shirtsid0000637003_2side.jpg")
+    market = ("0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg")
+    for a, b in (df, market):
+        assert generated_image_name(a, b) == f"{Path(a).stem}___{Path(b).stem}.png"
+        assert generated_image_name(a, b, "release", "jpg") == f"{Path(a).stem}_{Path(b).stem}.jpg"
+        assert flow_file_name(a, b) == f"{Path(a).stem}___{Path(b).stem}.npz"
+
+
+def test_pairs_that_would_share_a_release_name_are_refused_naming_both():
+    pairs = [("a_b.jpg", "c.jpg"), ("a.jpg", "b_c.jpg")]
+    check_distinct_files(pairs, generated_image_name, "out")  # our names tell them apart
+    with pytest.raises(DatasetError, match=r"pairs a_b.jpg -> c.jpg and a.jpg -> b_c.jpg would share one file "
+                                           r"a_b_c.jpg in out; rename one of the images"):
+        check_distinct_files(pairs, lambda s, t: generated_image_name(s, t, "release", "jpg"), "out")
+
+
+def test_images_that_share_a_stem_are_refused(data):
+    """a.jpg and a.png would read one parsing map a.png, and their pairs would write one file."""
+    root, _ = data
+    shutil.copy(root / "train" / "p0_back.jpg", root / "train" / "p0_back.png")
+    lines = (root / "ann.csv").read_text().splitlines()
+    row = next(x for x in lines if x.startswith("p0_back.jpg"))
+    (root / "ann.csv").write_text("\n".join(lines + [row.replace("p0_back.jpg", "p0_back.png")]) + "\n")
+    write_pairs(root / "stems.csv", [("p0_front.jpg", "p0_back.jpg"), ("p0_front.jpg", "p0_back.png")])
+    with pytest.raises(DatasetError, match="images p0_back.jpg and p0_back.png share the stem 'p0_back'"):
+        make(root, pairs_file="stems.csv", flow_dir=None)
+
+
+@pytest.mark.parametrize(("folder", "name"), [("train", "p1_full.jpg"), ("train_parsing", "p1_side.png"),
+                                              ("train_flow", "p1_side___p1_full.npz")])
+def test_a_file_cut_short_is_named_at_construction(data, folder, name):
+    """A truncated file was found only when a batch drew it: a run whose first steps did not train on, and failed
+    hours later (or ended with exit 0 before)."""
+    root, _ = data
+    path = root / folder / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DatasetError) as err:
+        make(root)
+    assert str(err.value).startswith(f"{path}: truncated ") and "download or copy it again" in str(err.value)
+    (root / "train" / "p0_front.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError) as err:
+        make(root)
+    lines = str(err.value).splitlines()  # every incomplete file at once, each on a line of its own
+    assert lines[0] == "2 files the 4 pairs need are incomplete; download or copy them again:", lines
+    assert f"  {root / 'train' / 'p0_front.jpg'}: empty file (0 bytes)" in lines
+    assert sum(line.startswith(f"  {path}: truncated ") for line in lines) == 1, lines

@@ -18,7 +18,9 @@ that refuses the picture -- raises `WriteError`, an OSError whose message names 
 
 Reading (`read_image`): libjpeg decodes a truncated JPEG without an error (the missing rows come out grey,
 with only a warning on stderr), so a JPEG must end with its EOI marker and a PNG with its IEND chunk before
-it is decoded. The check reads the bytes the decoder needs anyway and looks at the last kilobyte.
+it is decoded. The check reads the bytes the decoder needs anyway and looks at the last kilobyte; `incomplete`
+makes the same check (and a zip's end record, for .npz) from two small reads, for every file of a dataset
+before a run starts.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from utils.errors import InputError
 
 # .NAME.tmp-PID or .NAME.tmp-PID.SUFFIX (the suffix keeps writers that choose a format by extension working)
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.[^.]+)?$")
-_JPEG, _PNG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+_JPEG, _PNG, _ZIP, _ZIP_END = b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"PK\x05\x06"
 _TAIL = 1024  # bytes after the end marker that are tolerated (some cameras pad files)
 
 
@@ -248,16 +250,34 @@ def remove_orphans(folder: str | Path) -> int:
     return removed
 
 
-def truncation(data: np.ndarray | bytes) -> str | None:
-    """Why the encoded JPEG/PNG `data` is incomplete (its end marker is missing), or None when it is complete
-    or of another format (left to the decoder). Inside JPEG entropy-coded data 0xFF is always followed by 0x00
-    or a restart marker, so the EOI bytes FF D9 occur only as the real end."""
-    head, tail = bytes(data[:8]), bytes(data[-_TAIL:])
+def truncation(data: np.ndarray | bytes, tail: np.ndarray | bytes | None = None) -> str | None:
+    """Why the encoded file `data` is incomplete (its end marker is missing), or None when it is complete or of
+    another format (left to the decoder): a JPEG without its end-of-image marker, a PNG without its IEND chunk, a
+    zip (.npz) without its end-of-central-directory record. Only the first 8 and the last kilobyte are looked at:
+    `data` may be the head alone when `tail` is given. Inside JPEG entropy-coded data 0xFF is always followed by
+    0x00 or a restart marker, so the EOI bytes FF D9 occur only as the real end."""
+    head, tail = bytes(data[:8]), bytes((data if tail is None else tail)[-_TAIL:])
     if head[:2] == _JPEG and b"\xff\xd9" not in tail:
         return "truncated JPEG (no end-of-image marker)"
     if head == _PNG and b"IEND" not in tail:
         return "truncated PNG (no IEND chunk)"
+    if head[:4] == _ZIP and _ZIP_END not in tail:
+        return "truncated zip/npz (no end-of-central-directory record)"
     return None
+
+
+def incomplete(path: str | Path) -> str | None:
+    """Why the file at `path` is incomplete -- empty, or `truncation`'s reason -- from its first 8 and last 1024
+    bytes (two reads, whatever its size: cheap enough for every file of a dataset), or None. OSError when it
+    cannot be opened."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return "empty file (0 bytes)"
+        return truncation(os.pread(fd, 8, 0), os.pread(fd, _TAIL, max(0, size - _TAIL)))
+    finally:
+        os.close(fd)
 
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:

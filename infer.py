@@ -78,6 +78,7 @@ from photos.inputs import (
 from utils import checkpoint as ck
 from utils.cli import positive_int, run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
+from utils.distributed import parse_device
 from utils.errors import InputError
 from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image, write_text
 from utils.io import read_image as read_image_file
@@ -182,6 +183,21 @@ def write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
+MAX_FPS = 1000.0  # beyond any display; write_gif's frame delay round(1000 / fps) ms stays >= 1
+
+
+def frame_rate(text: str) -> float:
+    """argparse type of --fps: a finite number in (0, MAX_FPS] (inf made OpenCV's mp4 writer loop forever, nan a
+    GIF's frame delay a ValueError)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= MAX_FPS:  # False for nan
+        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_FPS:g}], got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a joint-stage checkpoint (step-*.pt)")
@@ -193,12 +209,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source-parsing", default=None,
                    help="its parsing map: single-channel PNG of CIHP labels (default: estimated, --parser)")
     p.add_argument("--target-poses", required=True, help="CSV[:NAME], a JSON file or a folder of JSON files")
-    p.add_argument("--target-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    p.add_argument("--target-size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                    help="the frame the target poses are given in (default: the model's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--gif", action="store_true", help="also write sequence.gif")
     p.add_argument("--mp4", action="store_true", help="also write sequence.mp4")
-    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--fps", type=frame_rate, default=8.0, help=f"frames per second of --gif / --mp4 (0 < fps <= "
+                   f"{MAX_FPS:g})")
     p.add_argument("--resize", action="store_true", help="fit a source image of another size into the model's")
     p.add_argument("--pad", choices=("border", "white"), default="border", help="padding colour for --resize")
     p.add_argument("--keypoints", choices=KEYPOINT_BACKENDS, default="openpose",
@@ -213,7 +230,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-inputs", default=None, metavar="DIR",
                    help="write the estimated source inputs (framed photo, keypoint CSV, parsing PNG, a picture) here")
     p.add_argument("--parsing", action="store_true", help="also write the predicted target parsing maps")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="target poses per forward pass")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
@@ -327,8 +344,7 @@ def write_outputs(args: argparse.Namespace, out: Path, frames: np.ndarray, parsi
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    if args.fps <= 0:
-        raise InferenceError(f"--fps {args.fps}: must be positive")
+    device = parse_device(args.device)
     ckpt_path = Path(args.checkpoint)
     ckpt = ck.load_checkpoint(ckpt_path)
     cfg = resolve_config(ckpt, ckpt_path, args.config, args.overrides)
@@ -341,7 +357,6 @@ def main(argv: list[str] | None = None) -> Path:
         save_inputs(save, Path(args.source).stem, inputs)
         print(f"wrote the estimated source inputs to {save}")
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
     cfg.model.flow.source = "net"
     pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
@@ -362,4 +377,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, interrupted="every frame written is complete; run the same command again for the whole sequence")

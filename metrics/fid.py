@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,6 +293,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spgnet" / "fid"
 
 
+def read_cache(cache_file: Path, folder: str | os.PathLike) -> RealStatistics | None:
+    """The statistics cached in `cache_file`, or None with a note on stderr when the entry is damaged (cut short,
+    another file written over it, arrays of the wrong shape or not finite): the caller recomputes it and writes it
+    again."""
+    try:
+        with np.load(cache_file) as data:
+            mu, sigma, count = data["mu"], data["sigma"], int(data["count"])
+        if mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or count < 2:
+            raise ValueError(f"mu {mu.shape}, sigma {sigma.shape}, count {count}")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ValueError("non-finite values")
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        print(f"note: the FID cache entry {cache_file} is damaged ({type(err).__name__}: {str(err)[:120]}); "
+              "recomputing it", file=sys.stderr)
+        return None
+    return RealStatistics(mu, sigma, count, str(folder), cache_file, True)
+
+
 def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.PathLike | None = None,
                     batch_size: int = 32, size: tuple[int, int] | None = None, workers: int = 0,
                     progress=None, reader: str = "cv2", order: str | None = None,
@@ -303,7 +323,8 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     b becomes n when n < b (GFLA's guard).
     The cache file name is a hash of the listing fingerprint, the identity, the reader, order and batching and
     CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching; on a miss,
-    a cache_dir that cannot be written is a WriteError naming it before any feature is computed.
+    a cache_dir that cannot be written is a WriteError naming it before any feature is computed. A damaged cache
+    entry is recomputed and written again (read_cache).
     """
     files = image_files(folder, order)
     files = files[: whole_batches(len(files), whole_batches_of, shrink)]
@@ -315,9 +336,9 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
         f"|v{CACHE_VERSION}".encode()
     ).hexdigest()[:24]
     cache_file = Path(cache_dir) / f"real-{key}.npz" if cache_dir is not None else None
-    if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file) as data:
-            return RealStatistics(data["mu"], data["sigma"], int(data["count"]), str(folder), cache_file, True)
+    cached = read_cache(cache_file, folder) if cache_file is not None and cache_file.is_file() else None
+    if cached is not None:
+        return cached
     if cache_file is not None:  # a folder the result cannot be saved in is found before the work, not after it
         ensure_writable_folder(cache_file.parent, "FID cache folder")
     loader = torch.utils.data.DataLoader(_Folder(files, size, reader), batch_size=batch_size, num_workers=workers)

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.pose import NUM_JOINTS
+from utils.distributed import parse_device
 from utils.errors import InputError
 from utils.numerics import ieee_float32
 from utils.weights import frozen_network, state_dict_problems
@@ -449,7 +450,7 @@ class OpenPoseEstimator:
         if boxsize < 1 or not scales or min(scales) <= 0:
             raise InputError(f"openpose: boxsize {boxsize} and scales {list(scales)} must be positive")
         self.net, self.weights_source = build_openpose(weights)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = device if isinstance(device, torch.device) else parse_device(device)
         self.net.to(self.device)
         self.random = isinstance(weights, str) and weights == "random"
         self.boxsize, self.scales, self.batch_size = boxsize, tuple(float(s) for s in scales), batch_size

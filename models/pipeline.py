@@ -104,7 +104,7 @@ def load_flow(cfg: Config, ckpt: dict | None, path: Path | None) -> nn.Module | 
     model.flow.* keys must equal the config's. Returned on the CPU, in eval mode, without gradients."""
     if cfg.model.flow.source == "files":
         return None
-    state = None if ckpt is None else ckpt["models"].get("flow")
+    state, source = None if ckpt is None else ckpt["models"].get("flow"), path
     if state is None:
         flow_path = cfg.model.flow.checkpoint
         if flow_path is None:
@@ -114,32 +114,29 @@ def load_flow(cfg: Config, ckpt: dict | None, path: Path | None) -> nn.Module | 
                 "first (python train.py --config <cfg> train.stage=flow) and pass model.flow.checkpoint=<its "
                 "step-*.pt>, or use precomputed flow files with model.flow.source=files")
         flow_ckpt = ck.load_checkpoint(flow_path)
-        saved, ours = flow_ckpt["config"]["model"]["flow"], to_dict(cfg)["model"]["flow"]
+        saved, ours = flow_ckpt["config"].get("model", {}).get("flow", {}), to_dict(cfg)["model"]["flow"]
         diffs = [f"model.flow.{k}: {saved.get(k)!r} -> {ours[k]!r}" for k in ours
                  if k not in ("checkpoint", "source") and saved.get(k) != ours[k]]
         if diffs or "flow" not in flow_ckpt["models"]:
             raise ck.CheckpointError(f"flow checkpoint {flow_path} does not fit this config: "
                                      + "; ".join(diffs or ["it holds no flow module"]))
-        state = flow_ckpt["models"]["flow"]
+        state, source = flow_ckpt["models"]["flow"], flow_path
     flow = build_flow(cfg)
-    try:
-        flow.load_state_dict(state)
-    except RuntimeError as err:  # a flow module of other widths: name the keys that shape it
-        raise ck.CheckpointError(f"the flow module does not fit the model.flow.* keys of this config: {err}") from err
+    ck.load_weights(flow, state, source, "flow module")
     return flow.eval().requires_grad_(False)
 
 
-def load_pose_encoder(cfg: Config, ckpt: dict) -> PoseEncoder:
+def load_pose_encoder(cfg: Config, ckpt: dict, path: Path) -> PoseEncoder:
     """Keypoints -> 30 (pose.limbs: 18) pose maps, with the checkpoint's learnt kappa when it has one."""
     encoder = build_pose_encoder(cfg)
     if "pose_encoder" in ckpt["models"]:
-        encoder.load_state_dict(ckpt["models"]["pose_encoder"])
+        ck.load_weights(encoder, ckpt["models"]["pose_encoder"], path, "pose encoder")
     return encoder.eval()
 
 
-def load_spatn(cfg: Config, ckpt: dict) -> nn.Module:
+def load_spatn(cfg: Config, ckpt: dict, path: Path) -> nn.Module:
     spatn = build_spatn(cfg)
-    spatn.load_state_dict(ckpt["models"]["spatn"])
+    ck.load_weights(spatn, ckpt["models"]["spatn"], path, "SPATN")
     return spatn.eval()
 
 
@@ -152,10 +149,10 @@ def load_pipeline(cfg: Config, ckpt: dict, path: Path, device: torch.device, wit
                                  "generator and the frozen flow module) is needed (an imported release checkpoint "
                                  "has no SPATN: test.py --parsing-dir, or scripts/import_release.py --spatn)")
     generator = build_spgnet(cfg)
-    generator.load_state_dict(models["generator"])
+    ck.load_weights(generator, models["generator"], path, "generator")
     flow = load_flow(cfg, ckpt, path)
-    spatn = load_spatn(cfg, ckpt).to(device) if with_spatn else None
+    spatn = load_spatn(cfg, ckpt, path).to(device) if with_spatn else None
     return Pipeline(spatn=spatn, generator=generator.eval().to(device),
                     flow=None if flow is None else flow.to(device),
-                    pose_encoder=load_pose_encoder(cfg, ckpt).to(device), num_classes=num_labels(cfg),
+                    pose_encoder=load_pose_encoder(cfg, ckpt, path).to(device), num_classes=num_labels(cfg),
                     spatn_takes_image=cfg.model.spatn.input == "image")

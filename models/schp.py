@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.distributed import parse_device
 from utils.errors import InputError
 from utils.weights import frozen_network, state_dict_problems
 
@@ -299,7 +300,7 @@ class SCHPParser:
     def __init__(self, weights: str | os.PathLike = "published", device: str | torch.device | None = None):
         self.net, self.weights_source = build_schp(weights)
         self.random = isinstance(weights, str) and weights == "random"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = device if isinstance(device, torch.device) else parse_device(device)
         self.net.to(self.device)
 
     @torch.inference_mode()

@@ -36,6 +36,7 @@ from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing  
 from utils import checkpoint as ck  # noqa: E402
 from utils.cli import non_negative_int, positive_int, run_main  # noqa: E402
 from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
+from utils.distributed import parse_device  # noqa: E402
 from utils.io import (  # noqa: E402
     ImageReadError,  # noqa: E402
     ensure_writable_folder,
@@ -116,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = ck.load_checkpoint(ckpt_path)
     spatn_cfg = config_from_dict(ckpt["config"], origin=f"the config saved in {ckpt_path}")
     check_spatn_star(ckpt, spatn_cfg, cfg, ckpt_path)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    spatn = load_spatn(spatn_cfg, ckpt).to(device)
-    pose_encoder = load_pose_encoder(spatn_cfg, ckpt).to(device)  # the pose maps SPATN* was trained on
+    device = parse_device(args.device)
+    spatn = load_spatn(spatn_cfg, ckpt, ckpt_path).to(device)
+    pose_encoder = load_pose_encoder(spatn_cfg, ckpt, ckpt_path).to(device)  # the pose maps SPATN* was trained on
     to_cihp = torch.from_numpy(representative_ids(label_merge(spatn_cfg))).to(device)  # (K,)
 
     d, root, written = cfg.data, Path(cfg.data.root), 0

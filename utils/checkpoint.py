@@ -92,7 +92,45 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an SPGNet checkpoint (format {FORMAT!r} expected)")
+    problem = malformed(ckpt)
+    if problem:
+        raise CheckpointError(f"{path} is a malformed SPGNet checkpoint: {problem}; use a checkpoint written by "
+                              "train.py or scripts/import_release.py")
     return ckpt
+
+
+def malformed(ckpt: dict) -> str | None:
+    """What is wrong with the entries every reader of a checkpoint relies on, or None: 'config' a mapping of
+    sections, 'models' a mapping of state dicts (names to tensors), 'step' an integer."""
+    config, models, step = ckpt.get("config"), ckpt.get("models"), ckpt.get("step")
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        return f"its 'config' is {type(config).__name__}, not a mapping of config sections"
+    if not isinstance(models, dict) or not models:
+        found = type(models).__name__ if models is not None else "missing"
+        return f"its 'models' is {found}, not a mapping of networks"
+    for name, state in models.items():
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            return f"its network {name!r} is not a state dict (parameter names to tensors)"
+    if not isinstance(step, int) or isinstance(step, bool):
+        return f"its 'step' is {step!r}, not an integer"
+    return None
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, name: str) -> None:
+    """module.load_state_dict(state), or a CheckpointError naming the checkpoint, the network and what does not fit
+    (missing or unexpected keys, the first shapes that differ) instead of torch's multi-line RuntimeError: e.g. a
+    checkpoint whose saved config was edited to other widths than its weights have."""
+    own = module.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
+        raise CheckpointError(f"{path}: the {name} weights do not fit the network its config builds: "
+                              f"{'; '.join(p for p in parts if p)} (was the config edited?)")
+    module.load_state_dict(state)
 
 
 def check_compatible(ckpt: dict, cfg: Config, path: str | Path) -> None:

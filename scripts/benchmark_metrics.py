@@ -26,21 +26,17 @@ found, and random maps give few, so real images may add a little).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.pose import pose_mask  # noqa: E402
-from metrics.fid import InceptionFeatures, RunningMoments, frechet_distance  # noqa: E402
-from metrics.lpips import LPIPSMetric  # noqa: E402
-from metrics.openpose import OpenPoseEstimator  # noqa: E402
-from metrics.protocols import PROTOCOLS, SSIMSpec, get_protocol  # noqa: E402
+from data.pose import pose_mask
+from metrics.fid import InceptionFeatures, RunningMoments, frechet_distance
+from metrics.lpips import LPIPSMetric
+from metrics.openpose import OpenPoseEstimator
+from metrics.protocols import PROTOCOLS, SSIMSpec, get_protocol
 
 TIMED = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh")
 

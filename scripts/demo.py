@@ -30,18 +30,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data.annotations import read_pairs
+from data.datasets import generated_image_name, stem
+from data.synthetic import STYLES
+from utils.checkpoint import load_checkpoint, step_checkpoints
+from utils.cli import run_main
+from utils.config import Config, load_config
+from utils.io import ensure_writable_folder, read_image, write_image, write_json
+from utils.report import write_report
 
-from data.annotations import read_pairs  # noqa: E402
-from data.datasets import generated_image_name, stem  # noqa: E402
-from data.synthetic import STYLES  # noqa: E402
-from utils.checkpoint import load_checkpoint, step_checkpoints  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
-from utils.io import ensure_writable_folder, read_image, write_image, write_json  # noqa: E402
-from utils.report import write_report  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
 DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score

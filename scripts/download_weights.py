@@ -24,9 +24,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash  # noqa: E402
+from utils.cli import run_main
+from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash
 
 
 class DownloadError(RuntimeError):
@@ -94,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

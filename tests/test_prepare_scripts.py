@@ -296,8 +296,8 @@ def test_help_exits_zero(module, capsys):
 
 
 def test_scripts_run_from_the_command_line(tmp_path):
-    # Run from elsewhere: each script must find the repository's packages itself. Started together, since each
-    # start-up spends seconds importing torch.
+    # Run from elsewhere: each script finds the project's packages through the installed project (make venv), not
+    # through the working directory. Started together, since each start-up spends seconds importing torch.
     procs = {script: subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), "--help"], cwd=tmp_path,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for script in ("openpose_to_csv.py", "merge_parsing.py", "make_pairs.py")}

@@ -71,3 +71,21 @@ def test_nothing_outside_the_tests_edits_the_import_path():
              for path in source_files() for number, line in enumerate(path.read_text().splitlines(), 1)
              if "sys.path." in line or "noqa: E402" in line]
     assert not wrong, "\n".join(wrong)
+
+
+def main_block(path: Path) -> str | None:
+    """The source of a file's `if __name__ == "__main__":` body, or None when it has none."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'"):
+            return "\n".join(ast.unparse(statement) for statement in node.body)
+    return None
+
+
+def test_every_command_line_exits_through_run_main():
+    """One exit path: bad input is one `error:` line and exit code 2 (utils.cli.run_main), everywhere."""
+    blocks = {path: main_block(path) for path in source_files()}
+    wrong = [f"{path.relative_to(ROOT)}: {block!r}" for path, block in blocks.items()
+             if block is not None and block != "run_main(main)"]
+    assert not wrong, "\n".join(wrong)
+    assert sum(block is not None for block in blocks.values()) >= 18  # the entry points and the scripts

@@ -5,6 +5,7 @@ weights loader and the download script with urllib stubbed out (no network)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -463,6 +464,20 @@ def test_download_reports_fetch_error_without_network(monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert "alexnet: download of" in err and "no route to host" in err and "alexnet-owt-7be5be79.pth" in err
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_download_command_line_exits_1_when_a_name_failed(monkeypatch, tmp_path, capsys):
+    """run_main passes main's int on as the exit status; main's other results (a path, a report) exit 0."""
+    from utils.cli import run_main
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(download_weights.urllib.request, "urlopen", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        run_main(functools.partial(download_weights.main, ["alexnet", "--dir", str(tmp_path)]))
+    assert exit_.value.code == 1 and "no route to host" in capsys.readouterr().err
+    run_main(lambda: tmp_path)  # a result, not a status: returns
 
 
 def test_download_verifies_hash_and_removes_bad_file(monkeypatch, tmp_path, capsys):

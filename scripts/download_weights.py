@@ -11,7 +11,8 @@ torchvision, pytorch-fid and pytorch-openpose use, so those libraries find them 
 Each download goes to a temporary file first and is verified against the SHA-256 prefix its official file name
 carries (torch.hub's check; for body_pose_model.pth, whose name carries none, the full published SHA-256); a
 mismatching or interrupted download is removed. A file already present is
-verified, not fetched again. Exit status 1 when any name failed.
+verified, not fetched again. Every name is tried; when any failed, the last line says how many and the exit status
+is 2.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from utils.cli import run_main
 from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(OSError):
+    """A download that failed or a file whose checksum does not match; the message names the checkpoint."""
 
 
 def fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -69,7 +70,7 @@ def download(name: str, directory: Path) -> Path:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help=f"any of: {', '.join(KNOWN_WEIGHTS)}")
     p.add_argument("--all", action="store_true", help="every known checkpoint")
@@ -82,14 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown name(s) {unknown}; known: {', '.join(KNOWN_WEIGHTS)}")
     directory = args.dir or cache_dir()
-    failed = 0
+    done, failed = [], []
     for name in names:
         try:
-            download(name, directory)
+            done.append(download(name, directory))
         except DownloadError as err:
             print(f"error: {err}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+            failed.append(name)
+    if failed:
+        raise DownloadError(f"{len(failed)} of {len(names)} downloads failed: {', '.join(failed)}")
+    return done
 
 
 if __name__ == "__main__":

@@ -69,10 +69,9 @@ def error_line(err: BaseException) -> str:
 
 def run_main(main: Callable[[], object]) -> None:
     """Call `main()`; a known error closes the open progress bars, prints `error_line` as the last line of stderr and
-    exits with code 2. A `main` that returns an int returns its exit status (0: success); any other value is its
-    result for callers in Python (a path, a report) and the exit status is 0."""
+    exits with code 2."""
     try:
-        result = main()
+        main()
     except KNOWN_ERRORS as err:
         if os.environ.get("SPGNET_DEBUG"):
             raise
@@ -82,5 +81,3 @@ def run_main(main: Callable[[], object]) -> None:
             bar.close()
         tqdm.write(error_line(err), file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    if isinstance(result, int) and not isinstance(result, bool):
-        sys.exit(result)

@@ -76,25 +76,27 @@ def run_steps(stage: JointStage, batches: Iterator[dict], steps: Iterator[int], 
     return waited, time.perf_counter() - start
 
 
-def bench_fed_step(cfg: Config, device: torch.device, warmup: int, steps: int) -> dict:
+def bench_fed_step(cfg: Config, device: torch.device, warmup: int, steps: int, queue_steps: int | None = None) -> dict:
     """The joint step fed by the training loader, as train.py runs it (data.num_workers, train.batch_size).
 
-    Three phases: `warmup` steps (the workers' start, compilation, cudnn's autotuning) timed apart; as many
-    untimed steps as the loader's prefetch queue holds (workers x 4 batches, filled during the warm-up), so that
-    the timed steps meet the loader's steady state; then `steps` timed steps. The data wait is measured, not
-    estimated: the time the loop spent blocked in the loader's next() over the timed steps' wall time.
+    Three phases: `warmup` steps (the workers' start, compilation, cudnn's autotuning) timed apart; `queue_steps`
+    untimed steps, by default as many as the loader's prefetch queue holds (workers x 4 batches, filled during the
+    warm-up), so that the timed steps meet the loader's steady state; then `steps` timed steps. The data wait is
+    measured, not estimated: the time the loop spent blocked in the loader's next() over the timed steps' wall time.
     """
     stage = joint_stage(cfg, device)
     train_set, _ = stage.datasets()
     batches = training_batches(cfg, train_set, device)
     numbers = itertools.count(first_adversarial_step(cfg))
     _, warmup_s = run_steps(stage, batches, numbers, warmup)
-    queued = cfg.data.num_workers * PREFETCH_FACTOR
+    queued = cfg.data.num_workers * PREFETCH_FACTOR if queue_steps is None else queue_steps
     run_steps(stage, batches, numbers, queued)
     host_reset = reset_peak_memory(device)
     waited, wall = run_steps(stage, batches, numbers, steps)
+    memory = peak_memory(device, host_reset)
+    batches.close()  # the loader's workers stop here, not at garbage collection
     batch_size = cfg.train.batch_size
     return {"batch_size": batch_size, "workers": cfg.data.num_workers, "pin_memory": device.type == "cuda",
             "warmup_steps": warmup, "warmup_s": warmup_s, "queue_steps": queued, "steps": steps,
             "step_s": wall / steps, "images_per_s": steps * batch_size / wall, "data_wait_s": waited,
-            "data_wait_share": waited / wall, "memory": peak_memory(device, host_reset)}
+            "data_wait_share": waited / wall, "memory": memory}

@@ -231,7 +231,7 @@ def metrics_row(name: str, s: Settings, device: torch.device) -> tuple[dict, dic
     h, w = s.image_size
     scales = ",".join(f"{x:g}" for x in s.openpose_scales)
     return row(f"metrics {name}", f"{h}x{w}, {s.metric_pairs} pairs in batches of {s.metric_batch}"
-               + (f"; OpenPose {s.openpose_images} images, scales {scales}" if "pckh" in chosen else ""),
+               + (f"; OpenPose {plural(s.openpose_images, 'image')}, scales {scales}" if "pckh" in chosen else ""),
                time=", ".join(f"{m} {1e3 * v:.1f}" for m, v in per_pair.items()) + " ms/pair",
                throughput=f"{1 / sum(per_pair.values()):.2f} pairs/s, all {len(chosen)} metrics"), {
         "seconds": seconds, "counts": counts, "ms_per_pair": {m: 1e3 * v for m, v in per_pair.items()}}

@@ -12,8 +12,8 @@ from torch import nn
 from benchmarks.inputs import joint_setup
 from benchmarks.timing import time_calls
 from models.pipeline import add_pose_maps, flow_and_visibility, spatn_source
+from training.steps import autocast
 from utils.config import Config
-from utils.training import autocast
 
 
 def step_parts(cfg: Config, nets: dict[str, nn.Module], flow_net: nn.Module | None, losses: dict[str, nn.Module],

@@ -17,8 +17,8 @@ from benchmarks.timing import time_calls
 from data.parsing import num_labels
 from losses import build_loss
 from models.build import build_discriminator, build_spatn, build_spgnet, pose_channels
+from training.steps import autocast
 from utils.config import Config
-from utils.training import autocast
 
 # SPATN's trunk at 256x256: a 3x3 conv of 256 channels on (4,256,64,64), half of a DeepFashion step's work
 REFERENCE_CONV = (4, 256, 64, 64)

@@ -10,8 +10,8 @@ from data.fake_batch import random_batch
 from data.parsing import num_labels
 from models.build import build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline
+from training.steps import autocast, to_device
 from utils.config import Config
-from utils.training import autocast, to_device
 
 
 def inference_pipeline(cfg: Config, device: torch.device) -> Pipeline:

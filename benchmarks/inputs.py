@@ -13,9 +13,9 @@ from data.fake_batch import random_batch
 from data.synthetic import generate_dataset
 from models.build import build_flow
 from training.stages import JointStage
+from training.steps import to_device
 from utils.config import Config
 from utils.distributed import DistInfo
-from utils.training import to_device
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "unit_test" / "tiny.yaml"
@@ -88,7 +88,7 @@ def joint_setup(cfg: Config, device: torch.device, batch_size: int) -> tuple[Joi
     return j, batch
 
 
-def take_every_update(terms: dict, update: str) -> bool:
+def take_every_update(terms: dict) -> bool:
     return True  # train.nonfinite=stop: the step never waits for the device to check its losses
 
 

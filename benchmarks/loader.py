@@ -13,9 +13,9 @@ from benchmarks.inputs import first_adversarial_step, joint_stage, take_every_up
 from benchmarks.timing import peak_memory, reset_peak_memory, sync
 from data.loaders import build_dataset, build_loader
 from training.stages import JointStage
+from training.steps import to_device
 from utils.config import Config
 from utils.distributed import ShardedEpochSampler
-from utils.training import to_device
 
 PREFETCH_FACTOR = 4  # data.loaders.build_loader: batches each worker prepares ahead
 

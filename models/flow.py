@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.spatn import conv_norm_relu
+from models.blocks import conv_norm_relu
 
 # --------------------------------------------------------------------------------------- flow utilities
 

@@ -41,8 +41,8 @@ from utils.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
 DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
-MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
-BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
+MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
+BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
 
 
@@ -228,8 +228,8 @@ class Demo:
         note = (f"<p>Synthetic people, {self.args.config}, joint checkpoint step {step}. Wall time over all "
                 f"invocations (min): {spent}; total {sum(seconds.values()) / 60:.1f} (this invocation: "
                 f"{minutes:.1f}). FID and LPIPS use RANDOM-INIT backbones here (no pretrained weights offline): they "
-                "are not comparable to published numbers. The colour error and parsing scores are our own measures "
-                "(evaluate.py).</p>")
+                "are not comparable to published numbers. The colour error, texture correlation and parsing scores "
+                "are our own measures (evaluate.py).</p>")
         return write_report(self.out / "report.html", self.joint_dir, self.flow_dir, test_dir,
                             test_dir / "metrics" / "metrics.json", title="SPGNet demo: synthetic people", extra=note,
                             baselines={"copy the source": baselines["copy_source"],

@@ -13,7 +13,7 @@
 
 Scores: R2G (real images judged generated), G2R (generated judged real), Jab (share of trials where a method's
 output was picked), in percent, per participant and pooled, with 95% bootstrap intervals over participants;
-practice trials excluded. metrics/user_study.py has the definitions.
+practice trials excluded. userstudy/study.py has the definitions.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metrics import user_study as study
+from userstudy import study
 from utils.cli import run_main
 
 

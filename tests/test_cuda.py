@@ -23,9 +23,9 @@ from metrics.lpips import LPIPSMetric
 from metrics.openpose import build_openpose, multiscale_maps
 from metrics.ssim import masked_ssim, ssim
 from models.build import build_pose_encoder
+from training.steps import to_device
 from utils import checkpoint as ck
 from utils.config import Config, load_config
-from utils.training import to_device
 
 pytestmark = pytest.mark.cuda
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")

@@ -19,6 +19,7 @@ from models.build import build_all, build_spatn
 from scripts import predict_parsing
 from utils import checkpoint as ck
 from utils.config import config_from_dict, load_config
+from utils.weights import MissingWeightsError
 
 CONFIG = "configs/unit_test/tiny.yaml"  # tiny networks on 128x64 people
 
@@ -112,11 +113,19 @@ def test_spatn_star_predicts_the_source_parsing_when_none_is_given(tmp_path, ckp
     assert not (out / "frame_0001.png").exists()
 
 
-def test_spatn_without_source_parsing_is_a_clear_error(tmp_path, ckpts, source):
+def test_without_source_parsing_spatn_needs_schp_whose_missing_weights_are_named(tmp_path, ckpts, source,
+                                                                                   monkeypatch):
+    """A checkpoint whose SPATN reads the source parsing: SCHP estimates it (its weights missing here: the error
+    names the file and the command); --parser spatn cannot."""
     image, csv, name, _, kp = source
-    with pytest.raises(infer.InferenceError, match="parsing map is needed.*--source-parsing"):
-        infer.main(["--checkpoint", str(ckpts["spatn"]), "--source", str(image), "--source-pose", str(csv),
-                    "--target-poses", str(pose_json(tmp_path / "t.json", kp)), "--out", str(tmp_path / "o")])
+    argv = ["--checkpoint", str(ckpts["spatn"]), "--source", str(image), "--source-pose", str(csv),
+            "--target-poses", str(pose_json(tmp_path / "t.json", kp)), "--out", str(tmp_path / "o")]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(MissingWeightsError, match=r"(?s)exp-schp-201908261155-lip.pth.*download_weights.py schp_lip"):
+        infer.main(argv)
+    with pytest.raises(infer.InferenceError, match=r"--parser spatn: .*cannot predict it; use --parser schp"):
+        infer.main([*argv, "--parser", "spatn"])
+    assert not any((tmp_path / "o").iterdir())
 
 
 # ------------------------------------------------------------------------------------------ pose formats

@@ -1,5 +1,6 @@
-"""Imports run one way: utils -> data -> models -> losses / metrics -> training -> entry points -> scripts and the
-benchmarks package (one layer: a script may import benchmarks, benchmarks never a script).
+"""Imports run one way: utils -> data -> models -> losses / metrics -> training / photos -> entry points -> tools
+(userstudy) -> scripts and the benchmarks package (one layer: a script may import benchmarks, benchmarks never a
+script).
 
 Every import of a project module in the tree is read from the source (ast, nothing is imported) and its layer
 compared with the importing module's: a module may import its own layer and the layers below, never above.
@@ -12,8 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ("train", "test", "evaluate", "infer")
-LAYERS = {"utils": 0, "data": 1, "models": 2, "losses": 3, "metrics": 3, "training": 4,
-          **dict.fromkeys(ENTRY_POINTS, 5), "scripts": 6, "benchmarks": 6}
+LAYERS = {"utils": 0, "data": 1, "models": 2, "losses": 3, "metrics": 3, "training": 4, "photos": 4,
+          **dict.fromkeys(ENTRY_POINTS, 5), "userstudy": 6, "scripts": 7, "benchmarks": 7}
 
 
 def layer_of(module: str) -> int | None:
@@ -37,7 +38,8 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
 
 def source_files() -> list[Path]:
     files = [ROOT / f"{name}.py" for name in ENTRY_POINTS]
-    for package in ("utils", "data", "models", "losses", "metrics", "training", "scripts", "benchmarks"):
+    for package in ("utils", "data", "models", "losses", "metrics", "training", "photos", "userstudy", "scripts",
+                    "benchmarks"):
         files += sorted((ROOT / package).glob("*.py"))
     return files
 

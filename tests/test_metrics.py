@@ -416,7 +416,8 @@ def test_weights_table_names_and_hash_prefixes():
     assert weights.KNOWN_WEIGHTS["inception_torchvision"].sha256_prefix == "0cc3c7bd"
     assert weights.KNOWN_WEIGHTS["alexnet"].sha256_prefix == "7be5be79"
     for info in weights.KNOWN_WEIGHTS.values():
-        assert info.url.endswith("/" + info.filename)
+        assert info.url.endswith("/" + info.filename) or info.sha256_prefix is None
+    assert weights.KNOWN_WEIGHTS["schp_lip"].sha256_prefix is None  # SCHP publishes no digest
 
 
 def test_load_state_dict_cache_explicit_and_missing(monkeypatch, tmp_path):

@@ -366,3 +366,62 @@ def test_balanced_cross_entropy_weights_come_from_the_training_parsing(dataset):
     expected = np.where(f > 0, np.maximum(f, 1e-12) ** -0.5, 0.0)
     expected /= (expected * f).sum()
     np.testing.assert_allclose(stage.losses["ce"].class_weights.numpy(), expected, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ --dry-run
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every path under `root` with its modification time: equal before and after means nothing was written."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_dry_run_prints_settings_networks_and_pairs_and_writes_nothing(dataset, tmp_path, capsys):
+    """--dry-run loads the frozen flow module, builds the joint stage and checks the data; it prints the overrides
+    among the settings that differ from the defaults, each network's parameter count and the number of pairs,
+    and exits without creating a run folder or writing any file."""
+    from data.annotations import read_pairs
+    from models.build import build_all
+    from utils.config import TrainConfig, load_config
+
+    runs = tmp_path / "runs"
+    overrides = [f"train.run_dir={runs}", "train.max_steps=7", f"train.seed={TrainConfig.seed}"]
+    cfg = load_config(ROOT / CONFIG, [f"data.root={dataset}", *SCHEDULE, *overrides])
+    nets = build_all(cfg)
+    flow_ckpt = tmp_path / "flow.pt"
+    ck.save_checkpoint(flow_ckpt, cfg, {"flow": nets["flow"].state_dict()})
+    before, data_before = files_under(tmp_path), files_under(dataset)
+
+    train.main(args(dataset, "--dry-run", f"model.flow.checkpoint={flow_ckpt}", *overrides))
+    out = capsys.readouterr().out
+    assert files_under(tmp_path) == before and files_under(dataset) == data_before
+    assert not runs.exists()
+    assert f"  train.max_steps: {TrainConfig.max_steps} -> 7\n" in out
+    assert "  model.spatn.ngf: 64 -> 4\n  model.spatn.n_blocks: 9 -> 1\n" in out
+    assert f"  data.root: 'datasets/synthetic' -> '{dataset}'\n" in out
+    assert "train.seed" not in out  # set to its default: no difference
+    for name, net in nets.items():
+        count = f"{name}: {sum(p.numel() for p in net.parameters()):,}"
+        assert count + (" (frozen)" if name == "flow" else ",") in out, count
+    n_train = len(read_pairs(dataset / cfg.data.pairs_train))
+    n_test = len(read_pairs(dataset / cfg.data.pairs_test))
+    assert f"{n_train} training pairs" in out and f"{n_test} test pairs" in out
+
+
+def test_dry_run_names_a_missing_data_file_and_exits_2(dataset, tmp_path, capsys):
+    import shutil
+
+    from data.annotations import read_pairs
+    from utils.cli import run_main
+
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root)
+    source = read_pairs(root / "market-pairs-train.csv")[-1][0]
+    (root / "train" / source).unlink()
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: train.main(args(root, "--dry-run", "model.flow.source=files", f"train.run_dir={runs}")))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and source in err and "Traceback" not in err
+    assert not runs.exists()

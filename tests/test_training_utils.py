@@ -11,11 +11,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from training.loop import linear_decay, run_progress
 from utils import checkpoint as ck
 from utils.config import load_config, to_dict
 from utils.distributed import GlooSyncBatchNorm, ShardedEpochSampler, convert_sync_batchnorm
 from utils.run import latest_checkpoint, new_run_folder, numbered_runs
-from utils.training import linear_decay, run_progress
 
 
 def _ckpt(step: int = 3) -> dict:

@@ -1,5 +1,8 @@
 """The two training stages, each as the networks, losses and optimizers it owns and one `step` on a device batch;
-train.py runs either through the same loop (logging, NaN policy, budget, validation, checkpoints).
+train.py runs either through the same loop (logging, NaN policy, budget, validation, checkpoints), which asks of a
+stage: `name`, `device`, `nets` (the trained modules, as checkpoints save them), `frozen` (modules it runs but
+does not train), `optimizers`, `bar_terms` (the prefix of the terms the progress bar shows), `warnings` (lines the
+run log opens with), `datasets`, `step`, `log_extra`, `validate`, `on_validation`, `state` and `load`.
 
   joint (paper sec. 3.3, 4.1)
     SPATN(source parsing, source pose, target pose)               -> target parsing logits (ce)
@@ -29,13 +32,13 @@ from losses.parsing import balanced_class_weights, pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
+from training.steps import autocast, make_adam, optimizer_step, to_device, wrap
 from utils.config import Config, ConfigError
 from utils.distributed import DistInfo, convert_sync_batchnorm
-from utils.training import BufferSnapshot, autocast, make_adam, optimizer_step, to_device, wrap
 
-# Decides, before an optimizer step, whether it is taken: (terms, name of the update) -> take it. Under
-# train.nonfinite=stop it is always True; under skip it reads the terms on the host (train.py).
-Guard = Callable[[dict[str, torch.Tensor], str], bool]
+# Decides, before an optimizer update, whether it is taken: the update's terms -> take it
+# (training.nonfinite.NonFinitePolicy.allow: always under train.nonfinite=stop, only if all are finite under skip).
+Guard = Callable[[dict[str, torch.Tensor]], bool]
 
 
 def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -48,6 +51,7 @@ class JointStage:
     checkpoints); spatn / gen / disc are their runners (DDP / compiled wrappers of the same modules)."""
 
     name = "joint"
+    bar_terms = "g/"
 
     def __init__(self, cfg: Config, info: DistInfo, flow_net: nn.Module | None):
         device, t = info.device, cfg.train
@@ -58,6 +62,9 @@ class JointStage:
             nets = {k: convert_sync_batchnorm(v, device) for k, v in nets.items()}
         self.nets = {k: v.to(device) for k, v in nets.items()}
         self.flow_net = None if flow_net is None else flow_net.to(device)
+        self.frozen = {} if self.flow_net is None else {"flow": self.flow_net}
+        self.warnings = (["the perceptual loss uses a RANDOM-INIT VGG19 (offline mode): not the paper's loss"]
+                         if cfg.loss.perceptual_weights == "random" else [])
         self.losses = {
             "ce": build_loss("ce").to(device),
             "l1": build_loss("l1").to(device),
@@ -93,9 +100,6 @@ class JointStage:
                       + " ".join(f"{w:.2f}" for w in weights.tolist()), flush=True)
         return train_set, build_dataset(self.cfg, "test", with_flow=use_files)
 
-    def modules_to_snapshot(self) -> list[nn.Module]:
-        return list(self.nets.values())
-
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         """One training step on a device batch: D step, then G step. Returns the detached, unweighted terms."""
         cfg = self.cfg
@@ -118,7 +122,7 @@ class JointStage:
                                  torch.cat([tgt_pose, tgt_pose]))
                 real_logits, fake_logits = both.float().chunk(2)  # (B,1,h,w) each
                 d_terms = self.losses["gan"].discriminator_loss(real_logits, fake_logits)
-            if guard(d_terms, "d"):
+            if guard(d_terms):
                 optimizer_step(cfg.loss.d_scale * sum(d_terms.values()), self.opt_d, self.scaler,
                                list(self.nets["discriminator"].parameters()), None)
             terms.update({f"d/{k}": v.detach() for k, v in d_terms.items()})
@@ -134,7 +138,7 @@ class JointStage:
                 g_terms["adversarial"] = self.losses["gan"].generator_loss(disc(src, fake, tgt_pose).float())
                 disc.requires_grad_(True)
         g_total = weighted_sum(g_terms, self.weights)
-        if guard(g_terms, "g"):
+        if guard(g_terms):
             optimizer_step(g_total, self.opt_g, self.scaler, self.g_params, cfg.train.grad_clip)
         self.scaler.update()
         terms.update({f"g/{k}": v.detach() for k, v in g_terms.items()})
@@ -219,6 +223,7 @@ class FlowStage:
     """Stage 0: the flow module on exact flow targets (multi-scale end-point error + visibility CE)."""
 
     name = "flow"
+    bar_terms = "flow/"
 
     def __init__(self, cfg: Config, info: DistInfo):
         device, t = info.device, cfg.train
@@ -228,6 +233,9 @@ class FlowStage:
         if info.enabled:
             net = convert_sync_batchnorm(net, device)
         self.net = net.to(device)
+        self.nets = {"flow": self.net}
+        self.frozen: dict[str, nn.Module] = {}
+        self.warnings: list[str] = []
         self.losses = {"flow_epe": build_loss("flow_epe").to(device), "visibility": build_loss("visibility").to(device)}
         self.weights = dataclasses.asdict(cfg.loss.weights)
         self.opt = make_adam(self.net.parameters(), t.lr, t.betas, device)
@@ -242,16 +250,13 @@ class FlowStage:
         return (build_dataset(self.cfg, "train", with_flow=True, augment=True),
                 build_dataset(self.cfg, "test", with_flow=True))
 
-    def modules_to_snapshot(self) -> list[nn.Module]:
-        return [self.net]
-
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         batch = add_pose_maps(batch, self.pose_encoder)
         with autocast(self.cfg, self.device):
             out = self.runner(batch["src_pose"], batch["tgt_pose"])
             terms = {"flow_epe": self.losses["flow_epe"]([f.float() for f in out.flows], batch["flow"], batch["vis"]),
                      "visibility": self.losses["visibility"](out.vis_logits.float(), batch["vis"])}
-        if guard(terms, "flow"):
+        if guard(terms):
             optimizer_step(weighted_sum(terms, self.weights), self.opt, self.scaler, list(self.net.parameters()),
                            self.cfg.train.grad_clip)
         self.scaler.update()
@@ -306,8 +311,3 @@ def build_stage(cfg: Config, info: DistInfo, ckpt: dict | None) -> Stage:
     if ckpt is not None:
         stage.load(ckpt)
     return stage
-
-
-def snapshot(stage: Stage) -> BufferSnapshot:
-    """The stage's batch-norm statistics before a step, for train.nonfinite=skip to put back."""
-    return BufferSnapshot(stage.modules_to_snapshot())

@@ -433,6 +433,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differences_from_defaults(cfg: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted key, default, value) for every setting of `cfg` that differs from the dataclass defaults, in
+    schema order: what the YAML chain and the overrides changed (a value set to its default is not listed)."""
+    defaults, values = flatten(to_dict(Config())), flatten(to_dict(cfg))
+    return [(key, defaults[key], value) for key, value in values.items() if value != defaults[key]]
+
+
 # Keys that decide the shapes of the saved networks: a checkpoint is only loadable where these agree.
 ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kappa", "pose.limbs", "model")
 

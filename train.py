@@ -36,6 +36,7 @@ from training.loop import (
     Budget,
     Due,
     EpochBatches,
+    StopRequest,
     TermWindow,
     gather_rng_states,
     linear_decay,
@@ -49,7 +50,7 @@ from training.nonfinite import NonFinitePolicy
 from training.stages import Stage, build_stage
 from training.steps import to_device
 from utils import checkpoint as ck
-from utils.cli import run_main
+from utils.cli import SIGNAL_NAMES, Interrupted, run_main
 from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
 from utils.distributed import DistInfo, ShardedEpochSampler, check_same_on_every_rank, cleanup, setup
 from utils.host_memory import keep_freed_memory
@@ -207,36 +208,45 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     policy = NonFinitePolicy(t.nonfinite, t.max_consecutive_skips, stage.nets.values(), step, log)
     window = TermWindow()
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc=stage.name)
-    done = step >= t.max_steps
+    done, stop = step >= t.max_steps, 0
     stream = iter(batches)
-    while not done:
-        batch = to_device(next(stream), device, t.channels_last)
-        if t.lr_schedule == "linear":
-            set_lr_factor(stage.optimizers.values(), linear_decay(budget.progress(step), t.lr_decay_from))
-        policy.begin_step()
-        terms = stage.step(batch, step, policy.allow)
-        step += 1
-        bar.update(1)
-        if policy.end_step(step):  # a skipped step was undone: its terms are not logged
-            window.add(terms)
+    with StopRequest(info) as stop_request:
+        while not done:
+            batch = to_device(next(stream), device, t.channels_last)
+            if t.lr_schedule == "linear":
+                set_lr_factor(stage.optimizers.values(), linear_decay(budget.progress(step), t.lr_decay_from))
+            policy.begin_step()
+            terms = stage.step(batch, step, policy.allow)
+            step += 1
+            bar.update(1)
+            if policy.end_step(step):  # a skipped step was undone: its terms are not logged
+                window.add(terms)
 
-        out_of_time = budget.out_of_time(step)
-        done = step >= t.max_steps or out_of_time
-        due = Due.at(step, t, done)
-        if due.sync:
-            budget.agree(step)  # under DDP: rank 0's clock, once per sync point
-            policy.check(window.sums, step)  # train.nonfinite=stop: nothing is logged or written after a NaN/inf
-        if due.log:
-            window.log(step, t.batch_size, log, bar, postfix=stage.bar_terms, extra=stage.log_extra())
-        if due.validate:
-            validate(stage, val_loader, step, run, log, info)
-        if due.checkpoint:
-            rng = gather_rng_states(info)  # every rank's: each resumes its own
-            if info.is_main:
-                reason = "max_minutes reached" if out_of_time and step < t.max_steps else "periodic"
-                position = {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch_in_epoch}
-                write_checkpoint(run, cfg, position, reason, stage.state(), rng, log)
+            out_of_time = budget.out_of_time(step)
+            done = step >= t.max_steps or out_of_time
+            due = Due.at(step, t, done)
+            stop = 0 if done else stop_request.agreed(due.sync)  # a signal: checkpoint this step, then stop
+            if stop:  # validated when due anyway (the plateau schedule steps on it, as in an uninterrupted run)
+                done, due = True, Due(log=due.log, validate=due.validate, checkpoint=True)
+            if due.sync:
+                budget.agree(step)  # under DDP: rank 0's clock, once per sync point
+                policy.check(window.sums, step)  # train.nonfinite=stop: nothing is logged or written after a NaN/inf
+            if due.log:
+                window.log(step, t.batch_size, log, bar, postfix=stage.bar_terms, extra=stage.log_extra())
+            if due.validate:
+                validate(stage, val_loader, step, run, log, info)
+            if due.checkpoint:
+                reason = (SIGNAL_NAMES[stop] if stop else
+                          "max_minutes reached" if out_of_time and step < t.max_steps else "periodic")
+                rng = gather_rng_states(info)  # every rank's: each resumes its own
+                if info.is_main:
+                    position = {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch_in_epoch}
+                    write_checkpoint(run, cfg, position, reason, stage.state(), rng, log)
     bar.close()
+    if stop:
+        log.text(f"stopped at step {step}: {SIGNAL_NAMES[stop]}")
+        raise Interrupted(f"the checkpoint of step {step} is written; the same command with --resume auto continues "
+                          "the run exactly", signum=stop)
     log.text(f"finished at step {step} after {(time.time() - budget.start) / 60:.1f} min")
 
 

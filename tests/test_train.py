@@ -154,6 +154,46 @@ def test_checkpoint_from_another_architecture_is_refused(dataset, tmp_path):
     assert "model.generator.style_dim" in result.stderr
 
 
+@pytest.mark.slow  # three train.py subprocesses
+def test_sigterm_checkpoints_the_step_in_flight_and_resume_auto_continues_bit_exact(dataset, tmp_path):
+    """SIGTERM (a scheduler's preemption) killed the run without a checkpoint: up to train.ckpt_every steps were
+    lost. Now the step in flight completes and is checkpointed, the run exits 143 with one line, and --resume auto
+    logs the same losses and ends with the same weights as a run that was never stopped."""
+    common = args(dataset, "model.flow.source=files", "train.ckpt_every=1000", "train.val_every=3",
+                  f"train.run_dir={tmp_path / 'runs'}")
+    proc = subprocess.Popen([sys.executable, "train.py", *common, "train.name=stopped", "train.max_steps=10000"],
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    run = tmp_path / "runs" / "00000-stopped"
+    deadline = time.time() + 300
+    while not losses_by_step(run).get(2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    saved = sorted((run / "checkpoints").glob("step-*.pt"))
+    assert len(saved) == 1, saved  # no periodic checkpoint before step 1000: this one is the signal's
+    stopped_at = ck.load_checkpoint(saved[0])["step"]
+    assert max(losses_by_step(run)) == stopped_at >= 2  # the step in flight completed, was logged and saved
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"terminated (SIGTERM): the checkpoint of step {stopped_at} is written; the same command with "
+                    "--resume auto continues the run exactly"), last
+
+    end = stopped_at + 3
+    resumed = run_train([*common, "train.name=stopped", f"train.max_steps={end}", "--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = run_train([*common, "train.name=reference", f"train.max_steps={end}"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ref, got = losses_by_step(tmp_path / "runs" / "00001-reference"), losses_by_step(run)
+    assert [got[step] for step in range(1, end + 1)] == [ref[step] for step in range(1, end + 1)]  # bit-exact
+    a = ck.load_checkpoint(tmp_path / "runs" / "00001-reference" / "checkpoints" / f"step-{end:08d}.pt")["models"]
+    b = ck.load_checkpoint(run / "checkpoints" / f"step-{end:08d}.pt")["models"]
+    for net in a:
+        for key, value in a[net].items():
+            assert torch.equal(b[net][key], value), f"{net}.{key}"
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_matches_a_single_process_run(dataset, tmp_path):
     """Same global batch (4): 2 gloo processes x 2 samples vs 1 process x 4, synchronised batch norm."""

@@ -1,10 +1,12 @@
 """The parts of the training loop that are not a stage's own: where a run resumes from, the batches epoch after
 epoch, the step and wall-clock budget with the learning-rate schedule it drives, the sync points, the logging
-window and checkpoint writing."""
+window, checkpoint writing, and a stop on SIGTERM / Ctrl-C that checkpoints the step it stops at."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from tqdm import tqdm
 
 from training.nonfinite import refuse_nonfinite_weights
 from utils import checkpoint as ck
+from utils.cli import SIGNAL_NAMES, Interrupted
 from utils.config import Config, TrainConfig
 from utils.distributed import DistInfo, ShardedEpochSampler, all_reduce_mean
 from utils.run import RunLogger, latest_checkpoint
@@ -120,6 +123,48 @@ class Budget:
 
     def out_of_time(self, step: int) -> bool:
         return self.max_minutes is not None and self.minutes(step) >= self.max_minutes
+
+
+class StopRequest:
+    """SIGTERM (`kill`, a scheduler's preemption) and Ctrl-C while the loop runs: the step in flight completes,
+    the loop writes a checkpoint of it and stops, and train.py exits 143 / 130 with one line naming the step;
+    `--resume auto` then continues exactly as the uninterrupted run would have. A second signal unwinds at once
+    (Ctrl-C twice: nothing more is written).
+
+    One process stops after the step the signal arrived in. Under torchrun the signal may reach the ranks at
+    different steps (or one rank only), so they agree at the sync points (Due.sync, where the loop waits for
+    the device anyway): one all-reduce of the signal number, the largest wins, and every rank stops there.
+    A context manager: the handlers are installed while the loop runs (from the main thread) and restored after;
+    an ignored signal stays ignored."""
+
+    def __init__(self, info: DistInfo):
+        self.info, self.signum, self._previous = info, 0, {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNAL_NAMES:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._received)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _received(self, signum: int, frame: object) -> None:
+        if self.signum:  # the second signal: unwind now
+            raise Interrupted(signum=signum)
+        self.signum = signum
+
+    def agreed(self, sync: bool) -> int:
+        """The signal number every rank stops for after this step, or 0."""
+        if not self.info.enabled:
+            return self.signum
+        if not sync:
+            return 0
+        flag = torch.tensor([self.signum], dtype=torch.int32, device=self.info.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag)
 
 
 @dataclass(frozen=True)

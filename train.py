@@ -51,7 +51,14 @@ from training.stages import Stage, build_stage
 from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import SIGNAL_NAMES, Interrupted, run_main
-from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
+from utils.config import (
+    Config,
+    ConfigError,
+    differences_from_defaults,
+    load_config,
+    resume_mismatches,
+    save_config,
+)
 from utils.distributed import DistInfo, ShardedEpochSampler, check_same_on_every_rank, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
@@ -129,6 +136,11 @@ def load_resumed(path: Path, cfg: Config) -> dict:
         raise ck.CheckpointError(f"{path} is a train.stage={saved_stage} checkpoint; this run has "
                                  f"train.stage={cfg.train.stage}. Resume it with train.stage={saved_stage}, or "
                                  "start a new run (another --run-dir or train.name)")
+    changed = resume_mismatches(ckpt["config"], cfg)
+    if changed:
+        raise ConfigError(f"resuming from {path} with other settings than it was trained with ({'; '.join(changed)}; "
+                          "checkpoint -> now): a resumed run continues with its checkpoint's optimizer state and data "
+                          "order, so these keys keep their values; drop the overrides, or start a new run")
     return ckpt
 
 

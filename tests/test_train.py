@@ -18,6 +18,7 @@ import losses
 import train
 from losses.reconstruction import L1Loss
 from utils import checkpoint as ck
+from utils.config import ConfigError
 from utils.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,6 +340,23 @@ def test_resume_into_the_other_stage_is_refused_before_writing(dataset, tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error:") and "train.stage=joint checkpoint" in result.stderr
     assert (run / "config.yaml").read_text() == config_before
+
+
+def test_resume_with_another_learning_rate_is_refused_before_writing(dataset, tmp_path):
+    """The checkpoint's optimizer state won (the run stepped at lr 2e-4) while config.yaml was rewritten to say the
+    new train.lr: the file said one thing and the run did another."""
+    run = tmp_path / "run"
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=2"))
+    config_before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as err:
+        train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=4",
+                        "train.lr=1e-9", "train.betas=[0.9, 0.99]"))
+    message = str(err.value)
+    assert message.startswith(f"resuming from {run / 'checkpoints' / 'step-00000002.pt'} with other settings")
+    assert "train.lr: 0.0002 -> 1e-09; train.betas: [0.5, 0.999] -> [0.9, 0.99]" in message, message
+    assert (run / "config.yaml").read_text() == config_before
+    train.main(args(dataset, "--run-dir", str(run), "model.flow.source=files", "train.max_steps=3"))  # the rest may
+    assert ck.load_checkpoint(run / "checkpoints" / "step-00000003.pt")["step"] == 3
 
 
 @pytest.mark.slow  # two train.py subprocesses

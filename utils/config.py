@@ -553,6 +553,20 @@ def differences_from_defaults(cfg: Config) -> list[tuple[str, Any, Any]]:
 ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kappa", "pose.limbs", "model")
 
 
+# What a resumed run takes from its checkpoint whatever its config says: the optimizers' state (learning rates,
+# betas and decay live in their param groups, the plateau schedule's patience and factor in its state) and the
+# data order (the sampler's seed, and its position counted in batches of train.batch_size).
+RESUME_KEYS = ("train.lr", "train.lr_d", "train.weight_decay_d", "train.betas", "train.lr_schedule",
+               "train.lr_patience", "train.lr_factor", "train.seed", "train.batch_size")
+
+
+def resume_mismatches(saved: dict, current: Config) -> list[str]:
+    """'key: saved -> current' for every RESUME_KEYS key on which a checkpoint's config differs: a run resumed with
+    them would say one value in its config.yaml and run with the other."""
+    old, new = flatten(saved), flatten(to_dict(current))
+    return [f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}" for k in RESUME_KEYS if old.get(k) != new.get(k)]
+
+
 def architecture_mismatches(saved: dict, current: Config) -> list[str]:
     """'key: saved -> current' for every architecture key on which a checkpoint's config differs."""
     old, new = flatten(saved), flatten(to_dict(current))

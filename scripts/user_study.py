@@ -19,11 +19,11 @@ practice trials excluded. userstudy/study.py has the definitions.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from userstudy import study
 from utils.cli import run_main
+from utils.io import ensure_writable_folder, write_json
 
 
 def parse_methods(items: list[str]) -> dict[str, Path]:
@@ -99,10 +99,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.bootstrap < 1 or not 0 < args.level < 1:
         p.error("--bootstrap must be >= 1 and --level in (0, 1)")
+    if args.json is not None:  # a folder the figures cannot be written to is found before the bootstrap
+        ensure_writable_folder(args.json.resolve().parent, "--json folder")
     results = study.score(args.answers, args.manifest, n_boot=args.bootstrap, level=args.level, seed=args.seed)
     print(study.markdown(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        write_json(args.json, results, indent=1)  # atomic: a failed write keeps the previous file whole
         print(f"\n{args.json}: figures written")
 
 

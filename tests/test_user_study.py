@@ -10,6 +10,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -553,3 +555,42 @@ def test_page_best_of_over_http_in_headless_chromium(browser, best_of_inputs):
     for method in ("Ours", "PATN", "GFLA"):
         jab = 100 * picks.count(method) / 4
         assert f"| {method} | - | - | {jab:.2f} [{jab:.2f}, {jab:.2f}] |" in proc.stdout
+
+
+def test_answers_of_the_wrong_shape_or_depth_are_one_error_line(hand_studies):
+    """A list as trial id was a TypeError traceback (unhashable), 200,000 nested brackets a RecursionError."""
+    bad = hand_studies["root"] / "rvf" / "answers" / "bad.json"
+    for entries, fragment in (([{"trial": ["t002"], "answer": "real"}], "unknown trial ['t002']"),
+                              ([{"trial": {"id": "t002"}, "answer": "real"}], "unknown trial {'id': 't002'}"),
+                              ([{"trial": "t002", "answer": ["real"] * 1000}], "answer ['real', ")):
+        bad.write_text(json.dumps({"format": us.ANSWERS_FORMAT, "study_id": "rvf0000000000001", "answers": entries}))
+        proc = run_script("score", bad)
+        assert_clean_error(proc, "bad.json", fragment)
+        assert len(proc.stderr) < 300
+    bad.write_text('{"format": "spgnet-user-study-answers", "answers": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    assert_clean_error(run_script("score", bad), "bad.json", "nested too deeply")
+
+
+def test_a_participant_code_cannot_add_rows_or_cells_to_the_table(hand_studies):
+    """A code with '|' and a line break was printed as it was: it added a forged row to the Markdown table."""
+    injected = "eve | 5 | 0 | 1 | 0.00 | 0.00 |\n| forged <b>x</b>"
+    answers = answers_file(hand_studies["root"] / "rvf" / "answers" / "eve.json", "rvf0000000000001", injected,
+                           [("t002", "real"), ("t007", "generated")])
+    proc = run_script("score", hand_studies["rvf"][0], answers, "--bootstrap", "10")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "forged" in line]
+    assert rows == [r"| eve \| 5 \| 0 \| 1 \| 0.00 \| 0.00 \| \| forged \<b\>x\</b\> | 2 | 8 | 405 | 0.00 | 0.00 |"]
+    assert all(len(re.findall(r"(?<!\\)\|", line)) == 7 for line in proc.stdout.splitlines() if "alice" in line)
+
+
+def test_a_failed_json_write_keeps_the_previous_file_and_names_it(hand_studies, tmp_path):
+    """--json on a full disk truncated the previous figures to 0 bytes, and the error did not name the file."""
+    out = tmp_path / "figures.json"
+    out.write_text('{"previous": "figures"}\n' * 2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "score", *map(str, hand_studies["rvf"]), "--bootstrap", "50",
+                           "--json", str(out)], capture_output=True, text=True, env=env,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (60, 60)))
+    assert_clean_error(proc, str(out))
+    assert out.read_text() == '{"previous": "figures"}\n' * 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -299,6 +300,14 @@ def _read_json(path: Path, what: str) -> Any:
         raise StudyError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StudyError(f"{path}: not a JSON {what}: {err}") from None
+    except RecursionError:  # json's parser recurses once per bracket
+        raise StudyError(f"{path}: not a JSON {what}: nested too deeply") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: a message stays one short line whatever an answers file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
@@ -355,10 +364,10 @@ def load_answers(path: str | Path, manifest: Mapping[str, Any]) -> Participant:
     for i, entry in enumerate(entries):
         where = f"{path}: answers[{i}]"
         if not isinstance(entry, dict) or "trial" not in entry or "answer" not in entry:
-            raise StudyError(f"{where}: expected an object with 'trial' and 'answer', got {entry!r}")
+            raise StudyError(f"{where}: expected an object with 'trial' and 'answer', got {_short(entry)}")
         tid, answer = entry["trial"], entry["answer"]
-        if tid not in trials:
-            raise StudyError(f"{where}: unknown trial {tid!r}")
+        if not isinstance(tid, str) or tid not in trials:
+            raise StudyError(f"{where}: unknown trial {_short(tid)}")
         if tid in seen:
             raise StudyError(f"{where}: trial {tid!r} answered twice")
         seen.add(tid)
@@ -370,7 +379,7 @@ def load_answers(path: str | Path, manifest: Mapping[str, Any]) -> Participant:
         if not valid:
             expected = "'real', 'generated'" if manifest["protocol"] == REAL_VS_FAKE else \
                 f"a candidate index 0..{len(trial['candidates']) - 1}"
-            raise StudyError(f"{where}: answer {answer!r} to trial {tid!r}; expected {expected} or null")
+            raise StudyError(f"{where}: answer {_short(answer)} to trial {tid!r}; expected {expected} or null")
         if trial["practice"]:  # the manifest decides what is practice, not the answers file
             continue
         out.answers[tid] = answer
@@ -518,8 +527,17 @@ def _display(ms: int | None) -> str:
     return "until answered" if ms == 0 else f"{ms} ms"
 
 
+def _text(value: Any) -> str:
+    """`value` as the text of one Markdown table cell: line breaks and other control characters become spaces,
+    '|' (a cell border), '\\', '<', '>', '*', '_', '[', ']' and '`' are escaped, so a participant code cannot
+    add rows, cells, links or HTML."""
+    text = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(value))
+    return re.sub(r"([\\|<>*_\[\]`])", r"\\\1", text)
+
+
 def markdown(results: Sequence[Mapping[str, Any]]) -> str:
-    """The Table 2 (right) shaped summary, a line per study, and a per-participant table per study."""
+    """The Table 2 (right) shaped summary, a line per study, and a per-participant table per study. Participant
+    codes (typed by the participants) are escaped (_text)."""
     rows: dict[str, dict[str, Any]] = {}
     for r in results:
         if r["protocol"] == REAL_VS_FAKE:
@@ -545,8 +563,8 @@ def markdown(results: Sequence[Mapping[str, Any]]) -> str:
             rt = "-" if p["median_rt_ms"] is None else f"{p['median_rt_ms']:.0f}"
             vals = " | ".join("n/a" if p["values"][s] is None else f"{p['values'][s]:.2f}"
                               for s in r["statistics"])
-            lines.append(f"| {p['participant']} | {p['answered']} | {p['skipped']} | {rt} | {vals} |")
-        off = [p["participant"] for p in r["participants"]
+            lines.append(f"| {_text(p['participant'])} | {p['answered']} | {p['skipped']} | {rt} | {vals} |")
+        off = [_text(p["participant"]) for p in r["participants"]
                if p["display_ms"] is not None and p["display_ms"] != r["manifest_display_ms"]]
         if off:
             lines.append(f"\nNote: {', '.join(off)} ran with another display time than the manifest's "

@@ -9,7 +9,8 @@ columns 64..191 resized (nearest) to 64x128 (pose_transfer_parsing_market_datase
 `<from>___<from>.png`. This writes, for the listed pairs, `<out>/<from-stem>___<to-stem>.png` (the target maps,
 read through data.pair_parsing_dir) and `<out>/<from-stem>.png` (the source maps, data.parsing_dir), at 128x64
 in the same way. Missing maps are all reported before anything is written; a malformed one stops the
-conversion with its name.
+conversion with its name. Every file is written atomically (utils.io), inside --out: a pair name that would
+leave it (absolute, or with a '..' part) is refused when the pairs are read, naming the file and line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from data.annotations import read_pairs
 from data.datasets import pair_parsing_name, stem
 from utils.cli import run_main
 from utils.errors import InputError
+from utils.io import ensure_writable_folder, write_image
 
 CANVAS = (256, 256)  # (H, W) of the release's Market maps
 COLUMNS = (64, 192)  # the person's columns on the canvas
@@ -63,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         shown = "\n  ".join(missing[:10])
         raise ConversionError(f"{len(missing)} of the release's maps are missing in {seg}, e.g.\n  {shown}")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out, "--out")
     for name, src in jobs.items():
-        if not cv2.imwrite(str(out / name), release_market_map(read_canvas(src))):
-            raise ConversionError(f"{out / name}: cannot write the parsing map")
+        (out / name).parent.mkdir(parents=True, exist_ok=True)  # a source image in a folder keeps it
+        write_image(out / name, release_market_map(read_canvas(src)), rgb=False)
     print(f"wrote {len(jobs)} parsing maps ({SIZE[0]}x{SIZE[1]}) to {out}")
     return len(jobs)
 

@@ -18,11 +18,12 @@ import torch.nn.functional as F
 import test as test_entry
 import train
 from benchmarks.inputs import tiny_overrides
-from data.annotations import read_pairs
+from data.annotations import AnnotationError, read_pairs
 from data.datasets import stem
 from data.visual import to_uint8
 from models import release_keys as rk
 from models.build import build_flow, build_spgnet
+from scripts import convert_release_parsing
 from utils import checkpoint as ck
 from utils.config import load_config
 
@@ -175,3 +176,24 @@ def test_import_names_every_missing_extra_and_misshaped_key(dataset, tmp_path):
     assert "unexpected key 'dec_2_res_1.conv_norm.fc_mu20.weight'" in result.stderr
     assert "'Zencoder.model.14.weight' (128, 256, 1, 1)" in result.stderr
     assert not out.exists()
+
+
+def test_converting_parsing_maps_never_writes_outside_out(tmp_path):
+    """A pair name '../../outside/x.jpg' made convert_release_parsing.py read and write (a bare cv2.imwrite)
+    outside --seg and --out."""
+    seg, out, outside = tmp_path / "s" / "t" / "seg", tmp_path / "a" / "b" / "out", tmp_path / "a" / "outside"
+    for folder in (seg, outside):
+        folder.mkdir(parents=True)  # the release's maps: seg/x___y.png, and (for a '..' name) s/outside/x___y.png
+    canvas = np.zeros((256, 256), np.uint8)
+    for name in ("x___y.png", "x___x.png", "../../outside/x___y.png", "../../outside/x___../../outside/x.png"):
+        (seg / name).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(seg / name), canvas)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("from,to\nx.jpg,y.jpg\n../../outside/x.jpg,y.jpg\n")
+    before = sorted(outside.rglob("*"))
+    with pytest.raises(AnnotationError, match=rf"^{pairs}:3: image name '../../outside/x.jpg' leaves"):
+        convert_release_parsing.main(["--seg", str(seg), "--pairs", str(pairs), "--out", str(out)])
+    assert sorted(outside.rglob("*")) == before == [] and not out.exists()
+    pairs.write_text("from,to\nx.jpg,y.jpg\n")
+    assert convert_release_parsing.main(["--seg", str(seg), "--pairs", str(pairs), "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["x.png", "x___y.png"]

@@ -176,29 +176,30 @@ def release_to_ours(
     unused: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A release state dict -> ours (`ours` gives the expected names and shapes). Returns the converted
-    state and one message per problem: a missing release key, a release key nothing reads (beyond `unused`),
-    a shape that does not fit. The state is only usable when the list is empty."""
+    state and one message per problem: a missing release key (its present partners, which would form one of our
+    tensors with it, are not reported again), a release key nothing reads (beyond `unused`), a key of another
+    shape than ours needs (the expected shape of that release key, and the found one). The state is only usable
+    when the list is empty."""
     unused = unused or {}
     problems, converted, consumed = [], {}, set(unused)
     for rule in rules:
+        consumed.update(name for name in rule.release if name in release)
         missing = [name for name in rule.release if name not in release]
         if missing:
             problems += [f"missing key '{name}' (needed for our '{rule.ours}')" for name in missing]
             continue
-        consumed.update(rule.release)
         parts = [release[name] for name in rule.release]
-        if rule.kind in ("cat", "stack", "blend") and len({tuple(p.shape) for p in parts}) > 1:
-            shapes = ", ".join(f"'{n}' {tuple(p.shape)}" for n, p in zip(rule.release, parts))
-            problems.append(f"shape mismatch among {shapes} (they form our '{rule.ours}')")
-            continue
-        tensor = _combine(rule, parts)
         expected = tuple(ours[rule.ours].shape)
-        if tuple(tensor.shape) != expected:
-            given = ", ".join(f"'{n}' {tuple(p.shape)}" for n, p in zip(rule.release, parts[:2]))
-            problems.append(f"shape mismatch: {given}{' ...' if len(parts) > 2 else ''} gives {tuple(tensor.shape)},"
-                            f" our '{rule.ours}' is {expected}")
+        wanted = [tuple(p.shape) for p in _split(rule, torch.empty(expected, device="meta"))]  # each key's shape
+        wrong = [(name, tuple(part.shape), want) for name, part, want in zip(rule.release, parts, wanted)
+                 if tuple(part.shape) != want]
+        if wrong or len(parts) != len(wanted):
+            name, found, want = wrong[0] if wrong else (rule.release[0], tuple(parts[0].shape), wanted[0])
+            more = f" (and {len(wrong) - 1} more of the {len(parts)} keys that form it)" if len(wrong) > 1 else ""
+            problems.append(f"shape mismatch: '{name}' is {found}, expected {want} for our '{rule.ours}' "
+                            f"{expected}{more}")
             continue
-        converted[rule.ours] = tensor.to(ours[rule.ours].dtype)
+        converted[rule.ours] = _combine(rule, parts).to(ours[rule.ours].dtype)
     for name, tensor in unused.items():
         if name in release and tuple(release[name].shape) != tuple(tensor.shape):
             problems.append(f"shape mismatch: '{name}' is {tuple(release[name].shape)}, expected {tuple(tensor.shape)}")

@@ -267,9 +267,19 @@ def test_conversion_round_trip_and_its_errors():
     text = "\n".join(problems)
     assert "missing key 'dec_1_res_0.conv_a.weight_u'" in text
     assert "unexpected key 'dec_9_upsample.1.weight'" in text
-    assert "'enca_0_res_1.conv.0.weight' (4, 4, 1, 1)" in text and "app_res.0.1.body.1.weight" in text
-    assert "'dec_0_res_1.conv_norm.fc_mu7.bias' (7,)" in text
+    assert ("shape mismatch: 'enca_0_res_1.conv.0.weight' is (4, 4, 1, 1), expected (4, 4, 3, 3) for our "
+            "'app_res.0.1.body.1.weight' (4, 4, 3, 3)") in problems
+    stacked = next(r for r in rules if "dec_0_res_1.conv_norm.fc_mu7.bias" in r.release)  # 20 keys, one tensor
+    shape = tuple(ours[stacked.ours].shape)
+    assert (f"shape mismatch: 'dec_0_res_1.conv_norm.fc_mu7.bias' is (7,), expected {shape[1:]} for our "
+            f"'{stacked.ours}' {shape}") in problems
     assert len(problems) == 4
+
+    # one key of the 20 that form one of our tensors missing: said once, its 19 partners are not "unexpected"
+    partial = dict(release)
+    del partial["dec_0_upsample_norm.fc_mu3.weight"]
+    _, problems = rk.release_to_ours(partial, ours, rules, unused)
+    assert problems == ["missing key 'dec_0_upsample_norm.fc_mu3.weight' (needed for our 'up_norms.0.refine.weight')"]
 
 
 def test_release_generator_runs_and_noise_is_controllable():

@@ -514,6 +514,16 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
         write_text(tmp_path / "nope" / "x.txt", "x")  # a missing folder is named with the file
 
 
+def test_the_writability_check_on_a_full_disk_leaves_no_file(tmp_path):
+    """The check's probe file stayed behind (.write-test.tmp-PID) when its one byte did not fit."""
+    proc = subprocess.run([sys.executable, "-c", "from utils.io import ensure_writable_folder; "
+                           f"ensure_writable_folder({str(tmp_path)!r})"], cwd=REPO, capture_output=True, text=True,
+                          preexec_fn=file_size_limit(0))
+    assert proc.returncode == 1, proc.stderr
+    assert f"WriteError: output folder {tmp_path} is not writable: File too large" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_image_round_trips_and_refuses_what_it_cannot_encode(tmp_path):
     from utils.io import WriteError, write_image
 

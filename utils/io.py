@@ -212,10 +212,12 @@ def ensure_writable_folder(folder: str | Path, what: str = "output folder") -> P
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path(folder / ".write-test")
-        with open(probe, "wb") as f:
-            f.write(b"\0")
-            f.flush()
-        probe.unlink()
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0")
+                f.flush()
+        finally:  # also when the byte does not fit (a full disk): the check leaves nothing behind
+            probe.unlink(missing_ok=True)
     except OSError as err:
         reason = err.strerror or str(err)
         out = WriteError(f"{what} {folder} is not writable: {reason}")

@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt_path = Path(args.checkpoint)
     ckpt = ck.load_checkpoint(ckpt_path)
     cfg = resolve_config(ckpt, ckpt_path, args.config, args.overrides)
+    # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
+    cfg.model.flow.source = "net"
+    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)  # weights that do not fit are refused before --out is made
     parser = parser_choice(args, cfg)
     out = ensure_writable_folder(Path(args.out))
     save = ensure_writable_folder(Path(args.save_inputs), "--save-inputs folder") if args.save_inputs else None
@@ -357,9 +360,6 @@ def main(argv: list[str] | None = None) -> Path:
         save_inputs(save, Path(args.source).stem, inputs)
         print(f"wrote the estimated source inputs to {save}")
 
-    # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
-    cfg.model.flow.source = "net"
-    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
     src_image = from_uint8(inputs.image).to(device)  # (3,H,W)
     src_kp = torch.from_numpy(inputs.keypoints).to(device)  # (18,2)
     src_parsing = source_parsing(pipe, src_image, src_kp, inputs.labels, cfg)  # (K,H,W)

@@ -293,6 +293,31 @@ def test_fid_real_statistics_cache_hit_miss_and_invalidation(tmp_path):
     assert not np.allclose(third.mu, first.mu)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "shape", "nan"])
+def test_a_damaged_fid_cache_entry_is_recomputed_with_a_note(tmp_path, capsys, damage):
+    """A cut-short cache entry was an EOFError traceback on this and every later run, and was never refreshed."""
+    folder, cache = tmp_path / "train", tmp_path / "cache"
+    folder.mkdir()
+    for i, img in enumerate(natural_images(4, 24, 16, seed=3)):
+        cv2.imwrite(str(folder / f"img{i}.png"), img[..., ::-1])
+    extractor = MeanColour()
+    first = real_statistics(folder, extractor, cache, batch_size=2)
+    entry = first.cache_file
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "garbage":
+        entry.write_bytes(b"not a zip at all")
+    else:
+        mu, sigma = (first.mu[:2], first.sigma) if damage == "shape" else (first.mu * np.nan, first.sigma)
+        np.savez(entry, mu=mu, sigma=sigma, count=first.count)
+    capsys.readouterr()
+    again = real_statistics(folder, extractor, cache, batch_size=2)
+    assert not again.cache_hit and extractor.calls == 4 and again.cache_file == entry
+    assert capsys.readouterr().err.startswith(f"note: the FID cache entry {entry} is damaged (")
+    np.testing.assert_array_equal(again.sigma, first.sigma)
+    assert real_statistics(folder, extractor, cache, batch_size=2).cache_hit  # written again, whole
+
+
 def test_fid_real_statistics_errors_name_the_file(tmp_path):
     folder = tmp_path / "train"
     folder.mkdir()

@@ -15,6 +15,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -626,3 +627,98 @@ def test_a_signal_mid_write_leaves_the_earlier_file_and_one_line(tmp_path, sig, 
     assert child.returncode == code, err
     assert err.strip().splitlines() == [f"{name}: the earlier file is kept"], err
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and target.read_text() == "earlier\n"
+
+
+# ------------------------------------------------- bad input at the entry points: one error, before any output
+
+
+def entry_module(name: str):
+    """An entry point (test.py, infer.py, evaluate.py) imported by path ('test' is also a standard package)."""
+    spec = importlib.util.spec_from_file_location(f"spgnet_{name}_entry", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("device", "message"), [("foo", "--device 'foo': expected cpu, cuda or cuda:N"),
+                                                 ("cpu:0", "--device 'cpu:0': expected"),
+                                                 ("cuda:99", "--device cuda:99: this host has")])
+def test_every_entry_point_refuses_a_device_it_cannot_use(world, tmp_path, device, message):
+    """--device foo trained and tested on the CPU without a word; --device cuda without a GPU was a traceback."""
+    import train
+    from utils.errors import InputError
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    runs = [(entry_module("test").main, entry_args(world, tmp_path / "t", "--device", device)),
+            (entry_module("infer").main, infer_args(world, tmp_path / "i", "--device", device)),
+            (entry_module("evaluate").main, ["--generated", str(generated), "--dataset-config", CONFIG,
+                                             f"data.root={world['root']}", "--device", device]),
+            (train.main, ["--config", CONFIG, f"data.root={world['root']}", "--device", device,
+                          "--run-dir", str(tmp_path / "run")])]
+    for main, argv in runs:
+        with pytest.raises(InputError, match=re.escape(message)):
+            main(argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated"]  # nothing written
+
+
+def test_evaluate_refuses_an_out_folder_in_the_dataset_or_among_the_images(world, tmp_path):
+    """evaluate.py --out <dataset>/test was accepted (test.py refused it), and so was --out = --generated."""
+    evaluate = entry_module("evaluate")
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    common = ["--generated", str(generated), "--dataset-config", CONFIG, f"data.root={world['root']}", "--device",
+              "cpu"]
+    for out in (world["root"] / "test", world["root"] / "test_flow" / "metrics", world["root"]):
+        with pytest.raises(ValueError, match=f"--out {out.resolve()} is \\(inside\\) the dataset folder"):
+            evaluate.main([*common, "--out", str(out)])
+    for out in (generated, generated / "metrics"):
+        with pytest.raises(ValueError, match=f"--out {out} is \\(inside\\) the --generated folder {generated}"):
+            evaluate.main([*common, "--out", str(out)])
+    assert list(generated.iterdir()) == [] and not (world["root"] / "test_flow" / "metrics").exists()
+
+
+def malformed_checkpoints(world, folder: Path) -> dict[str, tuple[Path, str]]:
+    """Checkpoints that torch loads safely but whose content is not what a checkpoint holds: (file, message)."""
+    good = torch.load(world["ckpt"], weights_only=True)
+    edited = {**good, "config": {**good["config"], "model": {**good["config"]["model"], "generator": {
+        **good["config"]["model"]["generator"], "base_channels": 8, "max_channels": 16}}}}
+    cases = {"format-only": ({"format": ck.FORMAT}, "its 'config' is NoneType, not a mapping of config sections"),
+             "config-list": ({**good, "config": [1, 2]}, "its 'config' is list, not a mapping of config sections"),
+             "models-str": ({**good, "models": "weights"}, "its 'models' is str, not a mapping of networks"),
+             "step-str": ({**good, "step": "7"}, "its 'step' is '7', not an integer"),
+             "edited-config": (edited, "the generator weights do not fit the network its config builds: ")}
+    out = {}
+    for name, (content, message) in cases.items():
+        ck.atomic_save(content, folder / f"{name}.pt")
+        out[name] = (folder / f"{name}.pt", message)
+    return out
+
+
+def test_a_malformed_checkpoint_is_one_error_naming_it_in_test_and_infer(world, tmp_path):
+    """A checkpoint holding only its format tag, a list as config, or a hand-edited config over weights of
+    other widths gave a KeyError / AttributeError / RuntimeError traceback in test.py and infer.py."""
+    test_entry, infer = entry_module("test"), entry_module("infer")
+    for name, (path, message) in malformed_checkpoints(world, tmp_path).items():
+        with pytest.raises(ck.CheckpointError, match=re.escape(message)) as err:
+            infer.main([*infer_args(world, tmp_path / "i"), "--checkpoint", str(path)])
+        assert str(err.value).startswith(str(path)), err.value
+        if name != "edited-config":  # test.py builds from --config: an edited saved config is an architecture diff
+            with pytest.raises(ck.CheckpointError, match=re.escape(message)):
+                test_entry.main([*entry_args(world, tmp_path / "t"), "--checkpoint", str(path)])
+    assert not (tmp_path / "i").exists() and not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(("flag", "values", "message"), [
+    ("--fps", ["inf"], "argument --fps: must be a number in (0, 1000], got inf"),
+    ("--fps", ["nan"], "argument --fps: must be a number in (0, 1000], got nan"),
+    ("--fps", ["0"], "argument --fps: must be a number in (0, 1000], got 0"),
+    ("--fps", ["fast"], "argument --fps: 'fast' is not a number"),
+    ("--target-size", ["0", "0"], "argument --target-size: must be at least 1, got 0")])
+def test_infer_refuses_a_frame_rate_or_frame_it_cannot_use(world, tmp_path, capsys, flag, values, message):
+    """--fps inf made OpenCV's mp4 writer loop forever, --fps nan --gif and --target-size 0 0 were tracebacks."""
+    with pytest.raises(SystemExit) as exit_:
+        entry_module("infer").parse_args([*infer_args(world, tmp_path / "i"), flag, *values, "--gif", "--mp4"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)

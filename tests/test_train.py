@@ -195,6 +195,33 @@ def test_sigterm_checkpoints_the_step_in_flight_and_resume_auto_continues_bit_ex
             assert torch.equal(b[net][key], value), f"{net}.{key}"
 
 
+@pytest.mark.slow  # a two-process torchrun run
+def test_sigterm_to_one_rank_stops_every_rank_at_one_sync_point_with_a_checkpoint(dataset, tmp_path):
+    """Under torchrun the signal may reach one rank only (or the ranks at different steps): they agree on the stop
+    at a sync point, rank 0 checkpoints that step, and every process exits 143, none left waiting in a collective."""
+    common = args(dataset, "model.flow.source=files", "train.batch_size=4", "train.max_steps=10000",
+                  "train.log_every=2", "train.val_every=1000", "train.ckpt_every=1000")
+    run = tmp_path / "ddp"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "train.py", *common, "--run-dir", str(run)], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not losses_by_step(run).get(2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = {int(p.name): (p / "environ").read_bytes() for p in Path("/proc").iterdir() if p.name.isdigit()
+               and (p / "stat").is_file() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == proc.pid}
+    rank1 = next(pid for pid, env in workers.items() if b"\0RANK=1\0" in b"\0" + env)
+    os.kill(rank1, signal.SIGTERM)  # rank 1 alone
+    stderr = proc.communicate(timeout=300)[1]
+    saved = sorted((run / "checkpoints").glob("step-*.pt"))
+    assert len(saved) == 1, (saved, stderr[-3000:])
+    step = ck.load_checkpoint(saved[0])["step"]
+    assert step % 2 == 0 and step >= 2  # a sync point
+    assert max(losses_by_step(run)) == step
+    line = f"terminated (SIGTERM): the checkpoint of step {step} is written"
+    assert stderr.count(line) == 2, stderr[-3000:]  # both ranks stopped there (run_main's line, then exit 143)
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_matches_a_single_process_run(dataset, tmp_path):
     """Same global batch (4): 2 gloo processes x 2 samples vs 1 process x 4, synchronised batch norm."""

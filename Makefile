@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PHOTOS := $(VENV)/.photos-installed
+APP    := $(VENV)/.app-installed
 MEDIAPIPE := mediapipe==0.10.21
 
-.PHONY: test test-fast demo lint venv photos clean-demo
+.PHONY: test test-fast demo lint venv photos app clean-demo
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +25,12 @@ $(PHOTOS): requirements-photos.txt $(STAMP)
 
 photos: $(PHOTOS)
 
-test: $(STAMP) $(PHOTOS)
+test: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # the edit loop: everything but the tests marked slow (learning, training subprocesses, torchrun, SIGKILL)
-test-fast: $(STAMP) $(PHOTOS)
+test-fast: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow"
 
@@ -38,6 +39,14 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# the browser app (app.py) on http://127.0.0.1:7860, serving the demo's last checkpoint; Gradio installed first
+$(APP): requirements-app.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-app.txt
+	touch $(APP)
+
+app: $(APP)
+	$(PY) app.py
 
 clean-demo:
 	rm -rf runs/demo datasets/synthetic_small

@@ -1,0 +1,231 @@
+"""Pose transfer in the browser: pick a person, move their joints, watch them re-rendered (a local Gradio page).
+
+    make app                                   # after `make demo`: its last joint checkpoint, http://127.0.0.1:7860
+    python app.py --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt --port 7861
+
+The page (served to this machine only, 127.0.0.1):
+  source       a gallery of the dataset's test people (the checkpoint's data.root, or --data-root), or an uploaded
+               photo of one person, framed and its keypoints and parsing estimated as infer.py does (photos/):
+               MediaPipe or OpenPose for the keypoints, SCHP for the parsing unless the checkpoint's SPATN* predicts
+               it. What an upload would need and is not installed is named in the page, with how to get it.
+  target pose  a gallery of test poses, or edit the skeleton drawn over the generated person: click a joint, then
+               click where it goes; a joint chosen in the list is placed by the next click (so a missing joint is
+               added); "remove joint" takes the selected one out; "reset" returns to the picked pose.
+  output       SPATN's predicted target parsing, the source warped by the flow module's flow and split by its
+               visibility (what SPGNet's appearance path receives), and the generated person, re-rendered on every
+               change; "animate" renders the poses between the source's own and the edited one into a GIF (and an mp4
+               to download).
+A pose with fewer than 4 joints in the frame or no torso is refused, the reason in the page (infer.py's rule). The
+checkpoint is loaded once into one pipeline (models/pipeline.py); requests are queued and served one at a time
+(studio/ holds the work, app.py the page). Without a checkpoint (no `make demo` yet, no --checkpoint) or with one
+that cannot be loaded, the page says so. One re-render's time: scripts/benchmark_app.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from data.pose import JOINT_NAMES
+from models.pipeline import load_pipeline
+from studio.gallery import PhotoEstimators, test_gallery
+from studio.session import Session, Studio
+from utils import checkpoint as ck
+from utils.cli import positive_int, run_main
+from utils.config import config_from_dict
+from utils.errors import InputError
+
+try:
+    import gradio as gr
+except ModuleNotFoundError:  # the optional extra (requirements-app.txt): main() says how to install it
+    gr = None
+
+ROOT = Path(__file__).resolve().parent
+DEMO_CHECKPOINTS = ROOT / "runs" / "demo" / "joint" / "checkpoints"
+HOST = "127.0.0.1"  # this machine only
+QUEUE_SIZE = 64  # requests waiting beyond this many are turned away, not piled up
+SESSION_SECONDS = 3600  # a closed tab's state is dropped after this long
+NO_CHECKPOINT = ("No checkpoint to load: `make demo` trains one (into runs/demo), or start the app with "
+                 "`--checkpoint PATH` (a joint-stage step-*.pt).")
+HINT = "Click a joint on the skeleton, then click where it goes."
+WARPED_LABEL = "Source warped by the flow (dimmed: occluded in the source; white: background)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help="a joint-stage checkpoint (default: the last of runs/demo/joint/checkpoints)")
+    p.add_argument("--data-root", default=None, help="the dataset of the galleries (default: the checkpoint's)")
+    p.add_argument("--port", type=positive_int, default=7860)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--gallery", type=positive_int, default=24, help="test people (and test poses) shown")
+    p.add_argument("--keypoints", choices=("auto", "mediapipe", "openpose"), default="auto",
+                   help="keypoint estimator of uploads (auto: MediaPipe when installed, else OpenPose)")
+    p.add_argument("--keypoint-weights", default="published",
+                   help="OpenPose's weights: 'published' (torch hub cache), a path, or 'random' (offline tests only)")
+    p.add_argument("--parser-weights", default="published",
+                   help="SCHP's weights: 'published' (torch hub cache), a path, or 'random' (offline tests only)")
+    return p.parse_args(argv)
+
+
+def default_checkpoint() -> Path | None:
+    """The demo's last joint-stage checkpoint, when `make demo` has made one."""
+    found = ck.step_checkpoints(DEMO_CHECKPOINTS)
+    return found[-1] if found else None
+
+
+def load_studio(args: argparse.Namespace, workdir: Path) -> tuple[Studio, str]:
+    """The checkpoint's pipeline, the galleries and the photo estimators; and a note when the galleries are empty
+    (the dataset is not there). A checkpoint that cannot be used raises its InputError."""
+    path = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if path is None:
+        raise InputError(NO_CHECKPOINT)
+    ckpt = ck.load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"], origin=f"the config saved in {path}")
+    cfg.model.flow.source = "net"  # edited poses have no precomputed flow: the flow module computes it
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = load_pipeline(cfg, ckpt, path, device)
+    try:
+        people, poses = test_gallery(cfg, Path(args.data_root or cfg.data.root), args.gallery)
+        note = ""
+    except InputError as err:
+        people, poses, note = [], [], f"{err}. Upload a photo instead."
+    estimators = PhotoEstimators(args.keypoints, args.keypoint_weights, args.parser_weights,
+                                 spatn_parses=cfg.model.spatn.input == "image", device=args.device)
+    return Studio(cfg, pipe, device, people, poses, estimators, workdir), note
+
+
+# ------------------------------------------------------------------------------------------------- the page
+
+
+def message_page(message: str) -> gr.Blocks:
+    """The page when there is no model to serve: the reason and what to do."""
+    with gr.Blocks(title="SPGNet pose transfer", analytics_enabled=False) as page:
+        gr.Markdown("# SPGNet pose transfer")
+        gr.Markdown(message, elem_id="status")
+    return page
+
+
+def upload_note(studio: Studio) -> str:
+    lacking = studio.estimators.missing()
+    if lacking:
+        return "Uploads need what is not installed here: " + "; ".join(lacking) + "."
+    return f"Keypoints by {studio.estimators.backend}; the person is framed as the training images are."
+
+
+def build_page(studio: Studio, note: str = "") -> gr.Blocks:
+    """The app's page: galleries and upload (left), editor and outputs (right); every event through the queue."""
+    image = {"interactive": False, "format": "png", "buttons": ["download"]}
+    with gr.Blocks(title="SPGNet pose transfer", analytics_enabled=False) as page:
+        session = gr.State(Session(), time_to_live=SESSION_SECONDS)
+        gr.Markdown("# SPGNet pose transfer\nPick a person and a target pose, then move the joints.")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=300):
+                people = gr.Gallery([studio.enlarge(p.image) for p in studio.people], label="Source person",
+                                    columns=6, height=330, allow_preview=False, format="png", elem_id="people")
+                upload = gr.File(label="or upload a photo of one person", type="filepath", elem_id="upload")
+                gr.Markdown(upload_note(studio))
+                poses = gr.Gallery([studio.pose_picture(kp) for _, kp in studio.poses], label="Target pose",
+                                   columns=6, height=330, allow_preview=False, format="png", elem_id="poses")
+            with gr.Column(scale=3):
+                status = gr.Markdown(note or "Pick a person (or upload a photo).", elem_id="status")
+                with gr.Row():
+                    editor = gr.Image(label="Pose editor: click a joint, then where it goes", elem_id="editor",
+                                      **image)
+                    generated = gr.Image(label="Generated person", elem_id="generated", **image)
+                with gr.Row():
+                    joint = gr.Dropdown(list(JOINT_NAMES), value=None, label="Joint (choose, then click where it goes)",
+                                        elem_id="joint")
+                    remove = gr.Button("Remove joint", elem_id="remove")
+                    reset = gr.Button("Reset pose", elem_id="reset")
+                with gr.Row():
+                    source = gr.Image(label="Source", elem_id="source", **image)
+                    parsing = gr.Image(label="Predicted target parsing", elem_id="parsing", **image)
+                    warped = gr.Image(label=WARPED_LABEL, elem_id="warped", **image)
+                with gr.Row():
+                    frames = gr.Slider(2, 48, value=16, step=1, label="Frames", elem_id="frames")
+                    animate = gr.Button("Animate: source pose to edited pose", elem_id="animate")
+                animation = gr.Image(label="Animation", type="filepath", interactive=False, elem_id="animation")
+                files = gr.File(label="GIF and mp4", file_count="multiple", interactive=False, elem_id="files")
+        wire_events(studio, session, {"people": people, "poses": poses, "upload": upload, "editor": editor,
+                                      "joint": joint, "remove": remove, "reset": reset, "animate": animate},
+                    [session, source, editor, parsing, warped, generated, joint, status],
+                    (frames, animation, files, status))
+    return page
+
+
+def wire_events(studio: Studio, session: gr.State, controls: dict, view: list, animation: tuple) -> None:
+    """Each control's event -> a Studio operation -> the view: [session, source, editor, parsing, warped,
+    generated, joint, status]."""
+
+    def show(s: Session) -> tuple:
+        pictures = studio.outputs(s)
+        selected = None if s.selected is None else JOINT_NAMES[s.selected]
+        return (s, pictures["source"], pictures["editor"], pictures["parsing"], pictures["warped"],
+                pictures["generated"], gr.update(value=selected), s.message or HINT)
+
+    def pick_person(s: Session, evt: gr.SelectData) -> tuple:
+        return show(studio.pick_person(s, evt.index))
+
+    def pick_pose(s: Session, evt: gr.SelectData) -> tuple:
+        return show(studio.pick_pose(s, evt.index))
+
+    def click(s: Session, evt: gr.SelectData) -> tuple:
+        x, y = evt.index
+        return show(studio.click(s, x, y))
+
+    def upload(s: Session, path: str | None) -> tuple:
+        return show(s if path is None else studio.upload(s, Path(path)))
+
+    def animate(s: Session, frames: float) -> tuple:
+        written = studio.animate(s, int(frames), fps=8.0)
+        return (written[0] if written else None), [str(p) for p in written], s.message or HINT
+
+    controls["people"].select(pick_person, [session], view)
+    controls["poses"].select(pick_pose, [session], view)
+    controls["editor"].select(click, [session], view)
+    controls["upload"].upload(upload, [session, controls["upload"]], view)
+    controls["joint"].input(lambda s, name: show(studio.choose_joint(s, name)), [session, controls["joint"]], view)
+    controls["remove"].click(lambda s: show(studio.remove_joint(s)), [session], view)
+    controls["reset"].click(lambda s: show(studio.reset(s)), [session], view)
+    frames, *outputs = animation
+    controls["animate"].click(animate, [session, frames], outputs)
+
+
+def serve(page: gr.Blocks, port: int, workdir: Path, block: bool = True) -> str:
+    """Serve the page on 127.0.0.1:port, its events queued one at a time; returns the URL (block=False: at once,
+    the server in a thread; page.close() stops it)."""
+    page.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    try:
+        _, url, _ = page.launch(server_name=HOST, server_port=port, prevent_thread_lock=True, quiet=True,
+                                ssr_mode=False, allowed_paths=[str(workdir)], footer_links=[])
+    except OSError as err:
+        raise InputError(f"cannot serve on {HOST}:{port} ({err}); pass another --port") from err
+    print(f"serving on {url} (Ctrl-C stops)", flush=True)
+    if block:
+        page.block_thread()
+    return url
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if gr is None:
+        raise InputError("the app needs Gradio: `make app` installs it (or pip install -r requirements-app.txt)")
+    with tempfile.TemporaryDirectory(prefix="spgnet-app-") as workdir:
+        # Gradio's copies of the pictures and uploads go here too, and are gone when the app stops
+        os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(workdir) / "gradio"))
+        try:
+            studio, note = load_studio(args, Path(workdir))
+            page = build_page(studio, note)
+        except InputError as err:  # shown in the page, where the user looks
+            print(f"error: {err}", flush=True)
+            page = message_page(str(err))
+        serve(page, args.port, Path(workdir))
+
+
+if __name__ == "__main__":
+    run_main(main)

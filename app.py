@@ -28,15 +28,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from data.pose import JOINT_NAMES
-from models.pipeline import load_pipeline
-from studio.gallery import PhotoEstimators, test_gallery
-from studio.session import Session, Studio
-from utils import checkpoint as ck
+from studio.session import Session, Studio, load_studio
 from utils.cli import positive_int, run_main
-from utils.config import config_from_dict
 from utils.errors import InputError
 
 try:
@@ -44,13 +38,9 @@ try:
 except ModuleNotFoundError:  # the optional extra (requirements-app.txt): main() says how to install it
     gr = None
 
-ROOT = Path(__file__).resolve().parent
-DEMO_CHECKPOINTS = ROOT / "runs" / "demo" / "joint" / "checkpoints"
 HOST = "127.0.0.1"  # this machine only
 QUEUE_SIZE = 64  # requests waiting beyond this many are turned away, not piled up
 SESSION_SECONDS = 3600  # a closed tab's state is dropped after this long
-NO_CHECKPOINT = ("No checkpoint to load: `make demo` trains one (into runs/demo), or start the app with "
-                 "`--checkpoint PATH` (a joint-stage step-*.pt).")
 HINT = "Click a joint on the skeleton, then click where it goes."
 WARPED_LABEL = "Source warped by the flow (dimmed: occluded in the source; white: background)"
 
@@ -72,31 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_checkpoint() -> Path | None:
-    """The demo's last joint-stage checkpoint, when `make demo` has made one."""
-    found = ck.step_checkpoints(DEMO_CHECKPOINTS)
-    return found[-1] if found else None
-
-
-def load_studio(args: argparse.Namespace, workdir: Path) -> tuple[Studio, str]:
-    """The checkpoint's pipeline, the galleries and the photo estimators; and a note when the galleries are empty
-    (the dataset is not there). A checkpoint that cannot be used raises its InputError."""
-    path = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-    if path is None:
-        raise InputError(NO_CHECKPOINT)
-    ckpt = ck.load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"], origin=f"the config saved in {path}")
-    cfg.model.flow.source = "net"  # edited poses have no precomputed flow: the flow module computes it
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pipe = load_pipeline(cfg, ckpt, path, device)
-    try:
-        people, poses = test_gallery(cfg, Path(args.data_root or cfg.data.root), args.gallery)
-        note = ""
-    except InputError as err:
-        people, poses, note = [], [], f"{err}. Upload a photo instead."
-    estimators = PhotoEstimators(args.keypoints, args.keypoint_weights, args.parser_weights,
-                                 spatn_parses=cfg.model.spatn.input == "image", device=args.device)
-    return Studio(cfg, pipe, device, people, poses, estimators, workdir), note
+def open_studio(args: argparse.Namespace, workdir: Path) -> tuple[Studio, str]:
+    """studio.session.load_studio with the command line's choices."""
+    return load_studio(Path(args.checkpoint) if args.checkpoint else None, workdir, args.device, args.data_root,
+                       args.gallery, args.keypoints, args.keypoint_weights, args.parser_weights)
 
 
 # ------------------------------------------------------------------------------------------------- the page
@@ -219,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         # Gradio's copies of the pictures and uploads go here too, and are gone when the app stops
         os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(workdir) / "gradio"))
         try:
-            studio, note = load_studio(args, Path(workdir))
+            studio, note = open_studio(args, Path(workdir))
             page = build_page(studio, note)
         except InputError as err:  # shown in the page, where the user looks
             print(f"error: {err}", flush=True)

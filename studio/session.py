@@ -28,12 +28,16 @@ from data.animation import VideoWriterError, interpolate_poses, write_gif, write
 from data.pose import JOINT_NAMES, MISSING, is_missing
 from data.pose_files import PoseError, check_pose
 from data.visual import from_uint8, parsing_picture, skeleton_picture, to_uint8
-from models.pipeline import Pipeline, render_poses, render_sequence, source_parsing, warped_source
+from models.pipeline import Pipeline, load_pipeline, render_poses, render_sequence, source_parsing, warped_source
 from photos.inputs import read_photo, stamp
-from studio.gallery import Person, PhotoEstimators
-from utils.config import Config
+from studio.gallery import Person, PhotoEstimators, test_gallery
+from utils import checkpoint as ck
+from utils.config import Config, config_from_dict
 from utils.errors import InputError
 
+DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "runs" / "demo" / "joint" / "checkpoints"  # make demo's
+NO_CHECKPOINT = ("No checkpoint to load: `make demo` trains one (into runs/demo), or start the app with "
+                 "`--checkpoint PATH` (a joint-stage step-*.pt).")
 PICK_RADIUS = 0.06  # a click within this fraction of the frame's height of a joint selects it
 OUTPUTS = ("parsing", "warped", "generated")
 SELECTED_COLOUR = (255, 200, 0)  # the ring around the selected joint
@@ -246,3 +250,37 @@ class Studio:
         except VideoWriterError as err:
             session.message = f"{err} (the GIF is written)"
         return written
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def default_checkpoint() -> Path | None:
+    """The demo's last joint-stage checkpoint, when `make demo` has made one."""
+    found = ck.step_checkpoints(DEMO_CHECKPOINTS)
+    return found[-1] if found else None
+
+
+def load_studio(checkpoint: Path | None, workdir: Path, device: str | None = None, data_root: str | None = None,
+                gallery: int = 24, keypoints: str = "auto", keypoint_weights: str = "published",
+                parser_weights: str = "published") -> tuple[Studio, str]:
+    """A Studio on a joint-stage checkpoint (None: the demo's last), loaded once, with `gallery` test people and
+    poses of `data_root` (default: the checkpoint's data.root) and the photo estimators (studio.gallery); and a note
+    when the galleries are empty because the dataset is not there. A checkpoint that cannot be used raises its
+    InputError (NO_CHECKPOINT when there is none)."""
+    path = checkpoint or default_checkpoint()
+    if path is None:
+        raise InputError(NO_CHECKPOINT)
+    saved = ck.load_checkpoint(path)
+    cfg = config_from_dict(saved["config"], origin=f"the config saved in {path}")
+    cfg.model.flow.source = "net"  # edited poses have no precomputed flow: the flow module computes it
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = load_pipeline(cfg, saved, path, torch_device)
+    try:
+        people, poses = test_gallery(cfg, Path(data_root or cfg.data.root), gallery)
+        note = ""
+    except InputError as err:
+        people, poses, note = [], [], f"{err}. Upload a photo instead."
+    estimators = PhotoEstimators(keypoints, keypoint_weights, parser_weights,
+                                 spatn_parses=cfg.model.spatn.input == "image", device=device)
+    return Studio(cfg, pipe, torch_device, people, poses, estimators, workdir), note

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import urllib.request
@@ -26,6 +27,8 @@ from data.pose import JOINT_NAMES, LIMBS
 from data.visual import from_uint8, read_image, to_uint8
 from models.build import build_all, build_pose_encoder
 from models.pipeline import warped_source
+from scripts import benchmark_app
+from studio import session as session_module
 from studio.gallery import evenly_spaced
 from studio.session import Session, Studio
 from tests.browser import headless_chrome
@@ -65,7 +68,7 @@ def checkpoints(tmp_path_factory, market_people) -> dict[str, Path]:
 
 def load(checkpoint: Path, workdir: Path, *extra: str) -> tuple[Studio, str]:
     args = app.parse_args(["--checkpoint", str(checkpoint), "--device", "cpu", "--gallery", "4", *extra])
-    return app.load_studio(args, workdir)
+    return app.open_studio(args, workdir)
 
 
 @pytest.fixture(scope="module")
@@ -242,14 +245,14 @@ def test_galleries_are_evenly_spaced_usable_test_rows(studio, market_people):
 
 def test_default_checkpoint_is_the_demos_last_and_its_absence_is_said(tmp_path, monkeypatch, checkpoints):
     folder = tmp_path / "runs" / "demo" / "joint" / "checkpoints"
-    monkeypatch.setattr(app, "DEMO_CHECKPOINTS", folder)
+    monkeypatch.setattr(session_module, "DEMO_CHECKPOINTS", folder)
     with pytest.raises(InputError, match="No checkpoint to load: `make demo`"):
-        app.load_studio(app.parse_args([]), tmp_path)
+        app.open_studio(app.parse_args([]), tmp_path)
     folder.mkdir(parents=True)
     for step in (50, 400, 100):
         (folder / f"step-{step:08d}.pt").write_bytes(checkpoints["spatn"].read_bytes())
-    assert app.default_checkpoint() == folder / "step-00000400.pt"
-    studio, note = app.load_studio(app.parse_args(["--device", "cpu", "--data-root", str(tmp_path / "nowhere")]),
+    assert session_module.default_checkpoint() == folder / "step-00000400.pt"
+    studio, note = app.open_studio(app.parse_args(["--device", "cpu", "--data-root", str(tmp_path / "nowhere")]),
                                    tmp_path)
     assert studio.people == [] and "nowhere/market-annotation-test.csv not found" in note
 
@@ -376,7 +379,8 @@ def test_the_page_in_headless_chromium(studio, checkpoints, tmp_path):
     try:
         with served(lambda: app.build_page(studio), tmp_path) as url:
             drive_the_page(AppPage(driver, studio), url, tmp_path)
-        with served(lambda: app.message_page(app.NO_CHECKPOINT), tmp_path) as url:  # no model: the page says what to do
+        # no model to serve: the page says what to do
+        with served(lambda: app.message_page(session_module.NO_CHECKPOINT), tmp_path) as url:
             driver.get(url)
             page = AppPage(driver, studio)
             page.wait.until(lambda _: "make demo" in page.status())
@@ -446,3 +450,13 @@ def test_joint_names_follow_the_limbs():
     """The editor's list names the joints the limbs join: the right arm is shoulder-elbow-wrist 2-3-4."""
     assert [JOINT_NAMES[j] for j in LIMBS[1]] == ["right shoulder", "right elbow"]
     assert [JOINT_NAMES[j] for j in LIMBS[2]] == ["right elbow", "right wrist"]
+
+
+def test_benchmark_app_times_each_part_of_an_edit(checkpoints, tmp_path):
+    result = benchmark_app.main(["--checkpoint", str(checkpoints["spatn"]), "--warmup", "1", "--iters", "3",
+                                 "--threads", "1", "--json", str(tmp_path / "bench.json")])
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["frame"] == "128x64" and saved["threads"] == 1 and saved["iters"] == 3
+    for part in ("render", "pictures", "png", "total", "cpu"):
+        assert 0 < saved[part]["min_ms"] <= saved[part]["median_ms"] <= saved[part]["max_ms"]
+    assert saved["total"]["min_ms"] >= saved["render"]["min_ms"] and result["render"] == saved["render"]

@@ -154,23 +154,25 @@ def wire_events(studio: Studio, session: gr.State, controls: dict, view: list, a
         written = studio.animate(s, int(frames), fps=8.0)
         return (written[0] if written else None), [str(p) for p in written], s.message or HINT
 
-    controls["people"].select(pick_person, [session], view)
-    controls["poses"].select(pick_pose, [session], view)
-    controls["editor"].select(click, [session], view)
-    controls["upload"].upload(upload, [session, controls["upload"]], view)
-    controls["joint"].input(lambda s, name: show(studio.choose_joint(s, name)), [session, controls["joint"]], view)
-    controls["remove"].click(lambda s: show(studio.remove_joint(s)), [session], view)
-    controls["reset"].click(lambda s: show(studio.reset(s)), [session], view)
+    one = {"concurrency_id": "model", "concurrency_limit": 1}  # every event of every tab waits for the one model
+    controls["people"].select(pick_person, [session], view, **one)
+    controls["poses"].select(pick_pose, [session], view, **one)
+    controls["editor"].select(click, [session], view, **one)
+    controls["upload"].upload(upload, [session, controls["upload"]], view, **one)
+    controls["joint"].input(lambda s, name: show(studio.choose_joint(s, name)), [session, controls["joint"]], view,
+                            **one)
+    controls["remove"].click(lambda s: show(studio.remove_joint(s)), [session], view, **one)
+    controls["reset"].click(lambda s: show(studio.reset(s)), [session], view, **one)
     frames, *outputs = animation
-    controls["animate"].click(animate, [session, frames], outputs)
+    controls["animate"].click(animate, [session, frames], outputs, **one)
 
 
 def serve(page: gr.Blocks, port: int, workdir: Path, block: bool = True) -> str:
-    """Serve the page on 127.0.0.1:port, its events queued one at a time; returns the URL (block=False: at once,
-    the server in a thread; page.close() stops it)."""
-    page.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    """Serve the page on 127.0.0.1:port, its events queued (at most QUEUE_SIZE waiting); returns the URL (block=False:
+    at once, the server in a thread; page.close() stops it)."""
+    page.queue(max_size=QUEUE_SIZE)
     try:
-        _, url, _ = page.launch(server_name=HOST, server_port=port, prevent_thread_lock=True, quiet=True,
+        _, url, _ = page.launch(server_name=HOST, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
                                 ssr_mode=False, allowed_paths=[str(workdir)], footer_links=[])
     except OSError as err:
         raise InputError(f"cannot serve on {HOST}:{port} ({err}); pass another --port") from err

@@ -87,49 +87,51 @@ def upload_note(studio: Studio) -> str:
 
 
 def build_page(studio: Studio, note: str = "") -> gr.Blocks:
-    """The app's page: galleries and upload (left), editor and outputs (right); every event through the queue."""
+    """The app's page: galleries and upload (left), editor and outputs (right); its events wired by wire_events."""
     image = {"interactive": False, "format": "png", "buttons": ["download"]}
+    gallery = {"columns": 4, "height": 330, "allow_preview": False, "format": "png"}
+    ui = {}
     with gr.Blocks(title="SPGNet pose transfer", analytics_enabled=False) as page:
-        session = gr.State(Session(), time_to_live=SESSION_SECONDS)
+        ui["session"] = gr.State(Session(), time_to_live=SESSION_SECONDS)
         gr.Markdown("# SPGNet pose transfer\nPick a person and a target pose, then move the joints.")
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
-                people = gr.Gallery([studio.enlarge(p.image) for p in studio.people], label="Source person",
-                                    columns=6, height=330, allow_preview=False, format="png", elem_id="people")
-                upload = gr.File(label="or upload a photo of one person", type="filepath", elem_id="upload")
+                ui["people"] = gr.Gallery([studio.enlarge(p.image) for p in studio.people], label="Source person",
+                                          elem_id="people", **gallery)
+                ui["upload"] = gr.File(label="or upload a photo of one person", type="filepath", elem_id="upload")
                 gr.Markdown(upload_note(studio))
-                poses = gr.Gallery([studio.pose_picture(kp) for _, kp in studio.poses], label="Target pose",
-                                   columns=6, height=330, allow_preview=False, format="png", elem_id="poses")
+                ui["poses"] = gr.Gallery([studio.pose_picture(kp) for _, kp in studio.poses], label="Target pose",
+                                         elem_id="poses", **gallery)
             with gr.Column(scale=3):
-                status = gr.Markdown(note or "Pick a person (or upload a photo).", elem_id="status")
+                ui["status"] = gr.Markdown(note or "Pick a person (or upload a photo).", elem_id="status")
                 with gr.Row():
-                    editor = gr.Image(label="Pose editor: click a joint, then where it goes", elem_id="editor",
-                                      **image)
-                    generated = gr.Image(label="Generated person", elem_id="generated", **image)
+                    ui["editor"] = gr.Image(label="Pose editor: click a joint, then where it goes", elem_id="editor",
+                                            **image)
+                    ui["generated"] = gr.Image(label="Generated person", elem_id="generated", **image)
                 with gr.Row():
-                    joint = gr.Dropdown(list(JOINT_NAMES), value=None, label="Joint (choose, then click where it goes)",
-                                        elem_id="joint")
-                    remove = gr.Button("Remove joint", elem_id="remove")
-                    reset = gr.Button("Reset pose", elem_id="reset")
+                    ui["joint"] = gr.Dropdown(list(JOINT_NAMES), value=None, elem_id="joint",
+                                              label="Joint (choose, then click where it goes)")
+                    ui["remove"] = gr.Button("Remove joint", elem_id="remove")
+                    ui["reset"] = gr.Button("Reset pose", elem_id="reset")
                 with gr.Row():
-                    source = gr.Image(label="Source", elem_id="source", **image)
-                    parsing = gr.Image(label="Predicted target parsing", elem_id="parsing", **image)
-                    warped = gr.Image(label=WARPED_LABEL, elem_id="warped", **image)
+                    ui["source"] = gr.Image(label="Source", elem_id="source", **image)
+                    ui["parsing"] = gr.Image(label="Predicted target parsing", elem_id="parsing", **image)
+                    ui["warped"] = gr.Image(label=WARPED_LABEL, elem_id="warped", **image)
                 with gr.Row():
-                    frames = gr.Slider(2, 48, value=16, step=1, label="Frames", elem_id="frames")
-                    animate = gr.Button("Animate: source pose to edited pose", elem_id="animate")
-                animation = gr.Image(label="Animation", type="filepath", interactive=False, elem_id="animation")
-                files = gr.File(label="GIF and mp4", file_count="multiple", interactive=False, elem_id="files")
-        wire_events(studio, session, {"people": people, "poses": poses, "upload": upload, "editor": editor,
-                                      "joint": joint, "remove": remove, "reset": reset, "animate": animate},
-                    [session, source, editor, parsing, warped, generated, joint, status],
-                    (frames, animation, files, status))
+                    ui["frames"] = gr.Slider(2, 48, value=16, step=1, label="Frames", elem_id="frames")
+                    ui["animate"] = gr.Button("Animate: source pose to edited pose", elem_id="animate")
+                ui["animation"] = gr.Image(label="Animation", type="filepath", interactive=False, elem_id="animation")
+                ui["files"] = gr.File(label="GIF and mp4", file_count="multiple", interactive=False, elem_id="files")
+        wire_events(studio, ui)
     return page
 
 
-def wire_events(studio: Studio, session: gr.State, controls: dict, view: list, animation: tuple) -> None:
-    """Each control's event -> a Studio operation -> the view: [session, source, editor, parsing, warped,
-    generated, joint, status]."""
+VIEW = ("session", "source", "editor", "parsing", "warped", "generated", "joint", "status")  # what an edit updates
+
+
+def wire_events(studio: Studio, ui: dict) -> None:
+    """Each control's event -> a Studio operation -> the VIEW components (the animation: its own three). Every event
+    of every tab is in one concurrency group of one: the model serves one request at a time, the rest queue."""
 
     def show(s: Session) -> tuple:
         pictures = studio.outputs(s)
@@ -154,17 +156,16 @@ def wire_events(studio: Studio, session: gr.State, controls: dict, view: list, a
         written = studio.animate(s, int(frames), fps=8.0)
         return (written[0] if written else None), [str(p) for p in written], s.message or HINT
 
-    one = {"concurrency_id": "model", "concurrency_limit": 1}  # every event of every tab waits for the one model
-    controls["people"].select(pick_person, [session], view, **one)
-    controls["poses"].select(pick_pose, [session], view, **one)
-    controls["editor"].select(click, [session], view, **one)
-    controls["upload"].upload(upload, [session, controls["upload"]], view, **one)
-    controls["joint"].input(lambda s, name: show(studio.choose_joint(s, name)), [session, controls["joint"]], view,
-                            **one)
-    controls["remove"].click(lambda s: show(studio.remove_joint(s)), [session], view, **one)
-    controls["reset"].click(lambda s: show(studio.reset(s)), [session], view, **one)
-    frames, *outputs = animation
-    controls["animate"].click(animate, [session, frames], outputs, **one)
+    view = [ui[name] for name in VIEW]
+    one = {"concurrency_id": "model", "concurrency_limit": 1}
+    ui["people"].select(pick_person, [ui["session"]], view, **one)
+    ui["poses"].select(pick_pose, [ui["session"]], view, **one)
+    ui["editor"].select(click, [ui["session"]], view, **one)
+    ui["upload"].upload(upload, [ui["session"], ui["upload"]], view, **one)
+    ui["joint"].input(lambda s, name: show(studio.choose_joint(s, name)), [ui["session"], ui["joint"]], view, **one)
+    ui["remove"].click(lambda s: show(studio.remove_joint(s)), [ui["session"]], view, **one)
+    ui["reset"].click(lambda s: show(studio.reset(s)), [ui["session"]], view, **one)
+    ui["animate"].click(animate, [ui["session"], ui["frames"]], [ui["animation"], ui["files"], ui["status"]], **one)
 
 
 def serve(page: gr.Blocks, port: int, workdir: Path, block: bool = True) -> str:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -194,8 +196,10 @@ def main(argv: list[str] | None = None) -> None:
             studio, note = open_studio(args, Path(workdir))
             page = build_page(studio, note)
         except InputError as err:  # shown in the page, where the user looks
-            print(f"error: {err}", flush=True)
+            print(f"no model to serve: {err}", file=sys.stderr, flush=True)
             page = message_page(str(err))
+        # a stop by SIGTERM as by Ctrl-C: Gradio closes the server, and the temporary folder is removed
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         serve(page, args.port, Path(workdir))
 
 

@@ -44,7 +44,7 @@ HOST = "127.0.0.1"  # this machine only
 QUEUE_SIZE = 64  # requests waiting beyond this many are turned away, not piled up
 SESSION_SECONDS = 3600  # a closed tab's state is dropped after this long
 HINT = "Click a joint on the skeleton, then click where it goes."
-WARPED_LABEL = "Source warped by the flow (dimmed: occluded in the source; white: background)"
+WARPED_LABEL = "Warped source (dim: occluded in the source; white: background)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -73,12 +73,17 @@ def usable_poses(cfg: Config, csv: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def read_person(cfg: Config, root: Path, name: str, keypoints: np.ndarray) -> Person:
-    """A test person: the image and its parsing map, each of the model's size, read from the test split."""
+    """A test person: the image and its parsing map, each of the model's size, read from the test split. Without a
+    parsing map a checkpoint whose SPATN* parses images (model.spatn.input=image) predicts it."""
     images, _, parsings = test_split(cfg, root)
-    image = read_image(images / name)
-    labels = read_image_file(parsings / f"{stem(name)}.png", cv2.IMREAD_UNCHANGED)
+    image, parsing = read_image(images / name), parsings / f"{stem(name)}.png"
+    if cfg.model.spatn.input == "image" and not parsing.is_file():
+        labels = None
+    else:
+        labels = read_image_file(parsing, cv2.IMREAD_UNCHANGED)
     frame = tuple(cfg.data.image_size)
-    for path, size in ((images / name, image.shape[:2]), (parsings / f"{stem(name)}.png", labels.shape[:2])):
+    for path, picture in ((images / name, image), (parsing, labels)):
+        size = frame if picture is None else picture.shape[:2]
         if size != frame:
             raise GalleryError(f"{path}: {size[0]}x{size[1]}, but the model's frame is {frame[0]}x{frame[1]}")
     return Person(name, image, keypoints, labels)

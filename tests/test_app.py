@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import urllib.request
 from pathlib import Path
@@ -241,6 +242,18 @@ def test_galleries_are_evenly_spaced_usable_test_rows(studio, market_people):
     # 10 rows, 4 shown: every 2.5th from row 0 (people) and from row 1.25 (poses)
     assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
     assert evenly_spaced(list(range(10)), 4, offset=0.5) == [1, 3, 6, 8]
+
+
+def test_without_parsing_maps_spatn_star_parses_the_gallery_people(checkpoints, market_people, tmp_path):
+    root = tmp_path / "no-parsing"
+    shutil.copytree(market_people / "test", root / "test")
+    shutil.copy(market_people / "market-annotation-test.csv", root)
+    star, note = load(checkpoints["star"], tmp_path / "a", "--data-root", str(root))
+    assert note == "" and all(p.labels is None for p in star.people)
+    session = star.pick_person(Session(), 0)
+    assert session.message == "" and session.source.parsing.shape == (20, 128, 64)
+    _, note = load(checkpoints["spatn"], tmp_path / "b", "--data-root", str(root))  # SPATN reads the parsing map
+    assert "test_parsing" in note and note.endswith("Upload a photo instead.")
 
 
 def test_default_checkpoint_is_the_demos_last_and_its_absence_is_said(tmp_path, monkeypatch, checkpoints):

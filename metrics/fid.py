@@ -35,7 +35,7 @@ from torch import nn
 
 from metrics.files import read_image, script_listing, whole_batches
 from utils.errors import InputError
-from utils.io import atomic_path
+from utils.io import atomic_path, ensure_writable_folder
 from utils.weights import load_state_dict, weights_info
 
 NETWORKS = ("torchvision", "standard")
@@ -293,7 +293,8 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     only the images of the script's n // b whole batches of b, in that order (the published FID scripts); shrink:
     b becomes n when n < b (GFLA's guard).
     The cache file name is a hash of the listing fingerprint, the identity, the reader, order and batching and
-    CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching.
+    CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching; on a miss,
+    a cache_dir that cannot be written is a WriteError naming it before any feature is computed.
     """
     files = image_files(folder, order)
     files = files[: whole_batches(len(files), whole_batches_of, shrink)]
@@ -308,13 +309,14 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file) as data:
             return RealStatistics(data["mu"], data["sigma"], int(data["count"]), str(folder), cache_file, True)
+    if cache_file is not None:  # a folder the result cannot be saved in is found before the work, not after it
+        ensure_writable_folder(cache_file.parent, "FID cache folder")
     loader = torch.utils.data.DataLoader(_Folder(files, size, reader), batch_size=batch_size, num_workers=workers)
     moments = RunningMoments()
     for batch in progress(loader) if progress else loader:
         moments.update(extractor(batch))
     mu, sigma = moments.statistics()
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         info = json.dumps({"folder": str(folder), "identity": extractor.identity, "count": moments.n})
         with atomic_path(cache_file) as tmp:  # a killed run never leaves a half-written cache
             np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)

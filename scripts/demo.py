@@ -43,8 +43,8 @@ from utils.io import ensure_writable_folder, read_image, write_image, write_json
 from utils.report import write_report  # noqa: E402
 
 DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
-MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
-BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
+MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
+BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
 
 
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     note = (f"<p>Synthetic people, {args.config}, joint checkpoint step {step}. Wall time over all invocations "
             f"(min): {spent}; total {sum(timings.seconds.values()) / 60:.1f} (this invocation: {minutes:.1f}). "
             "FID and LPIPS use RANDOM-INIT backbones here (no pretrained weights offline): they are not comparable "
-            "to published numbers. The colour error and parsing scores are our own measures (evaluate.py).</p>")
+            "to published numbers. The colour error, texture correlation and parsing scores are our own measures "
+            "(evaluate.py).</p>")
     report = write_report(out / "report.html", joint_dir, flow_dir, test_dir, metrics_dir / "metrics.json",
                           title="SPGNet demo: synthetic people", extra=note,
                           baselines={"copy the source": baselines["copy_source"],

@@ -82,7 +82,7 @@ def test_minutes_continues_a_finished_demo_and_a_finished_demo_is_not_recomputed
     assert joint_steps(out)[-1] == 1
     metrics = out / "test-00000001" / "metrics" / "metrics.json"
     values = json.loads(metrics.read_text())["metrics"]
-    assert {"ssim", "colour", "colour20", "parsing_acc", "parsing_miou"} <= set(values)
+    assert {"ssim", "colour", "colour20", "texture", "texture50", "parsing_acc", "parsing_miou"} <= set(values)
     for baseline in ("copy_source", "background"):
         assert (out / "baselines" / f"{baseline}-metrics" / "metrics.json").is_file()
     first = metrics.stat().st_mtime_ns

@@ -1,5 +1,5 @@
 """Imports run one way: utils -> data -> models -> losses / metrics -> training / photos / studio -> entry points ->
-scripts.
+tools (userstudy) -> scripts.
 
 Every import of a project module in the tree is read from the source (ast, nothing is imported) and its layer
 compared with the importing module's: a module may import its own layer and the layers below, never above.
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ("train", "test", "evaluate", "infer", "app")
 LAYERS = {"utils": 0, "data": 1, "models": 2, "losses": 3, "metrics": 3, "training": 4, "photos": 4, "studio": 4,
-          **dict.fromkeys(ENTRY_POINTS, 5), "scripts": 6}
+          **dict.fromkeys(ENTRY_POINTS, 5), "userstudy": 6, "scripts": 7}
 
 
 def layer_of(module: str) -> int | None:
@@ -37,7 +37,8 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
 
 def source_files() -> list[Path]:
     files = [ROOT / f"{name}.py" for name in ENTRY_POINTS]
-    for package in ("utils", "data", "models", "losses", "metrics", "training", "photos", "studio", "scripts"):
+    for package in ("utils", "data", "models", "losses", "metrics", "training", "photos", "studio", "userstudy",
+                    "scripts"):
         files += sorted((ROOT / package).glob("*.py"))
     return files
 

@@ -364,6 +364,8 @@ class AppPage:
         from selenium.webdriver.common.action_chains import ActionChains
 
         img = self.driver.find_element(self.by.CSS_SELECTOR, "#editor img")
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+        self.wait.until(lambda _: self.driver.execute_script(loaded, img))  # its new src may still be loading
         box = self.driver.execute_script(
             "const r = arguments[0].getBoundingClientRect();"
             "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", img)

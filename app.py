@@ -16,9 +16,10 @@ The page (served to this machine only, 127.0.0.1):
                change; "animate" renders the poses between the source's own and the edited one into a GIF (and an mp4
                to download).
 A pose with fewer than 4 joints in the frame or no torso is refused, the reason in the page (infer.py's rule). The
-checkpoint is loaded once into one pipeline (models/pipeline.py); requests are queued and served one at a time
-(studio/ holds the work, app.py the page). Without a checkpoint (no `make demo` yet, no --checkpoint) or with one
-that cannot be loaded, the page says so. One re-render's time: scripts/benchmark_app.py.
+checkpoint is loaded once into one pipeline (models/pipeline.py), run on all the cores but one (--threads);
+requests are queued and served one at a time (studio/ holds the work, app.py the page). Without a checkpoint (no
+`make demo` yet, no --checkpoint) or with one that cannot be loaded, the page says so. One re-render's time:
+scripts/benchmark_app.py.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from data.pose import JOINT_NAMES
-from studio.session import Session, Studio, load_studio
+from studio.session import Session, Studio, default_threads, load_studio
 from utils.cli import positive_int, run_main
 from utils.errors import InputError
 
@@ -54,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None, help="the dataset of the galleries (default: the checkpoint's)")
     p.add_argument("--port", type=positive_int, default=7860)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch's CPU threads (default: all cores but one, left to the browser and the server)")
     p.add_argument("--gallery", type=positive_int, default=24, help="test people (and test poses) shown")
     p.add_argument("--keypoints", choices=("auto", "mediapipe", "openpose"), default="auto",
                    help="keypoint estimator of uploads (auto: MediaPipe when installed, else OpenPose)")
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if gr is None:
         raise InputError("the app needs Gradio: `make app` installs it (or pip install -r requirements-app.txt)")
+    torch.set_num_threads(args.threads or default_threads())
     with tempfile.TemporaryDirectory(prefix="spgnet-app-") as workdir:
         # Gradio's copies of the pictures and uploads go here too, and are gone when the app stops
         os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(workdir) / "gradio"))

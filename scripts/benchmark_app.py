@@ -1,8 +1,9 @@
 """How long one re-render of the browser app takes: an edited joint -> SPATN's parsing, the warped source and the
 generated person, and the pictures the page shows, PNG-encoded as Gradio sends them.
 
-    python scripts/benchmark_app.py                      # the demo's last checkpoint (make demo), this machine
-    python scripts/benchmark_app.py --checkpoint CKPT --threads 2 --iters 40 --json app-bench.json
+    python scripts/benchmark_app.py                      # the demo's last checkpoint (make demo), the app's threads
+    python scripts/benchmark_app.py --threads 2          # torch on both cores of a 2-core machine
+    python scripts/benchmark_app.py --checkpoint CKPT --iters 40 --json app-bench.json
 
 The checkpoint is loaded once, as app.py loads it (studio.session.load_studio). The first test person is put in the
 first test pose; each iteration then moves the right wrist one pixel (right, then back: no two renders in a row see
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data.pose import JOINT_NAMES  # noqa: E402
-from studio.session import Session, load_studio  # noqa: E402
+from studio.session import Session, default_threads, load_studio  # noqa: E402
 from utils.cli import positive_int, run_main  # noqa: E402
 from utils.errors import InputError  # noqa: E402
 from utils.io import write_json  # noqa: E402
@@ -88,13 +89,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-root", default=None, help="the dataset of the test person and pose (default: the "
                    "checkpoint's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch's CPU threads (default: its own)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch's CPU threads (default: the app's, all cores but one)")
     p.add_argument("--warmup", type=positive_int, default=5)
     p.add_argument("--iters", type=positive_int, default=30)
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     with tempfile.TemporaryDirectory(prefix="spgnet-benchmark-app-") as workdir:
         studio, note = load_studio(Path(args.checkpoint) if args.checkpoint else None, Path(workdir), args.device,
                                    args.data_root, gallery=1)

@@ -16,6 +16,7 @@ frame, no torso: data.pose_files.check_pose) is not rendered: the outputs are cl
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,14 @@ class Studio:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+
+
+def default_threads() -> int:
+    """torch's CPU threads for the app: all the cores this process may use but one, at least one. The browser
+    showing the page and the web server need a core; a torch thread that waits for a core another process holds
+    stalls every operation of the render (on a busy 2-core machine 2 threads took several times 1 thread's time)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def default_checkpoint() -> Path | None:

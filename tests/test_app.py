@@ -497,3 +497,9 @@ def test_benchmark_app_times_each_part_of_an_edit(checkpoints, tmp_path):
     for part in ("render", "pictures", "png", "total", "cpu"):
         assert 0 < saved[part]["min_ms"] <= saved[part]["median_ms"] <= saved[part]["max_ms"]
     assert saved["total"]["min_ms"] >= saved["render"]["min_ms"] and result["render"] == saved["render"]
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (8, 7)])
+def test_the_app_leaves_one_core_to_the_browser_and_the_server(monkeypatch, cores, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert session_module.default_threads() == threads

@@ -9,10 +9,13 @@ MEDIAPIPE := mediapipe==0.10.21
 
 .PHONY: test test-fast demo lint venv photos app clean-demo
 
-$(STAMP): requirements.txt
+# The project itself is installed editable (pyproject.toml): its packages and entry points import from anywhere,
+# so `python scripts/<name>.py` needs no path set-up.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -30,15 +30,18 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.loaders import build_loader
+from data.loaders import SeededSamples, build_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from training.loop import (
     Budget,
     Due,
     EpochBatches,
     TermWindow,
+    gather_rng_states,
     linear_decay,
     resolve_resume,
+    restore_rng_states,
+    seed_rank,
     set_lr_factor,
     write_checkpoint,
 )
@@ -48,7 +51,7 @@ from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
-from utils.distributed import DistInfo, ShardedEpochSampler, cleanup, setup
+from utils.distributed import DistInfo, ShardedEpochSampler, check_same_on_every_rank, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
 from utils.run import RunLock, RunLogger, new_run_folder
@@ -62,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.batch_size=8")
     p.add_argument("--resume", default=None, help="'auto' (newest run of this name), a checkpoint or a run folder")
     p.add_argument("--run-dir", default=None, help="use exactly this run folder instead of runs/<NNNNN>-<name>")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available); under "
+                   "torchrun each process takes the GPU of its LOCAL_RANK")
     p.add_argument("--dry-run", action="store_true",
                    help="check everything a run checks (config, checkpoint, networks, every data file), print the "
                         "settings that differ from the defaults, the network sizes and the pairs, and exit "
@@ -73,11 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    info = setup(args.device)
+    info = setup(args.device, cfg.train.dist_timeout_minutes)
     if info.device.type == "cpu":
         keep_freed_memory()  # activations reuse freed heap memory instead of being page-faulted in every step
     name = cfg.train.name or Path(args.config).stem
     resume_from = resolve_resume(args, cfg, name)
+    check_same_on_every_rank(None if resume_from is None else str(resume_from), "--resume", info)
 
     # ---- everything that can refuse the run does so before the run folder is touched
     ckpt = None if resume_from is None else load_resumed(resume_from, cfg)
@@ -178,20 +183,27 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     device, t = info.device, cfg.train
     sampler = ShardedEpochSampler(len(train_set), t.batch_size, info.rank, info.world_size, t.seed)
     local_batch, pin = t.batch_size // info.world_size, device.type == "cuda"
-    loader = build_loader(train_set, local_batch, cfg.data.num_workers, sampler=sampler, pin_memory=pin)
+    # each sample's augmentation is drawn from its own seed; and each epoch's new iterator draws its workers' base
+    # seed from a generator of its own, not from the training stream (a resumed run starts one at another point)
+    loader = build_loader(SeededSamples(train_set), local_batch, cfg.data.num_workers, sampler=sampler,
+                          pin_memory=pin, generator=torch.Generator().manual_seed(t.seed))
     val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     val_loader = build_loader(val_set, max(local_batch, 4), 0, pin_memory=pin)
     step, epoch, batch_in_epoch = 0, 0, 0
-    if ckpt is not None:
+    if ckpt is not None:  # each rank continues its own random stream
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        ck.set_rng_state(ckpt["rng"])
+        note = restore_rng_states(ckpt["rng"], info, t.seed)
+        if note:
+            log.text(f"note: {note}")
+    else:
+        seed_rank(t.seed, info.rank)
     batches = EpochBatches(loader, sampler, epoch, batch_in_epoch)
     for warning in stage.warnings:
         log.text(f"WARNING: {warning}")
     log.text(f"run folder {run}; stage {stage.name}; {len(train_set)} training pairs, {sampler.batches_per_epoch} "
              f"steps/epoch; parameters: {network_sizes(stage)}")
 
-    budget = Budget(t.max_steps, t.max_minutes, info)
+    budget = Budget(t.max_steps, t.max_minutes, info, step)
     policy = NonFinitePolicy(t.nonfinite, t.max_consecutive_skips, stage.nets.values(), step, log)
     window = TermWindow()
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc=stage.name)
@@ -208,19 +220,22 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
         if policy.end_step(step):  # a skipped step was undone: its terms are not logged
             window.add(terms)
 
-        out_of_time = budget.out_of_time()
+        out_of_time = budget.out_of_time(step)
         done = step >= t.max_steps or out_of_time
         due = Due.at(step, t, done)
         if due.sync:
+            budget.agree(step)  # under DDP: rank 0's clock, once per sync point
             policy.check(window.sums, step)  # train.nonfinite=stop: nothing is logged or written after a NaN/inf
         if due.log:
             window.log(step, t.batch_size, log, bar, postfix=stage.bar_terms, extra=stage.log_extra())
         if due.validate:
             validate(stage, val_loader, step, run, log, info)
-        if due.checkpoint and info.is_main:
-            reason = "max_minutes reached" if out_of_time and step < t.max_steps else "periodic"
-            position = {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch_in_epoch}
-            write_checkpoint(run, cfg, position, reason, stage.state(), log)
+        if due.checkpoint:
+            rng = gather_rng_states(info)  # every rank's: each resumes its own
+            if info.is_main:
+                reason = "max_minutes reached" if out_of_time and step < t.max_steps else "periodic"
+                position = {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch_in_epoch}
+                write_checkpoint(run, cfg, position, reason, stage.state(), rng, log)
     bar.close()
     log.text(f"finished at step {step} after {(time.time() - budget.start) / 60:.1f} min")
 
@@ -228,10 +243,13 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
 def validate(stage: Stage, loader: torch.utils.data.DataLoader, step: int, run: Path, log: RunLogger,
              info: DistInfo) -> None:
     """Rank 0 validates, logs and writes the picture of the first pairs; every rank steps the plateau schedule
-    with its result."""
+    with its result. The validation's random draws (the release generator's noise) come from a fork of the
+    RNGs: the training stream goes on as if there had been none, so a run that validates at its last step
+    resumes exactly as one that did not."""
     val = torch.zeros(1, device=info.device)
     if info.is_main:
-        values, sample = stage.validate(loader)
+        with torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else []):
+            values, sample = stage.validate(loader)
         log.scalars(step, values)
         log.text(f"validation at step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
         val[0] = values.get("val/recon", 0.0)

@@ -36,6 +36,7 @@ from torch import nn
 from metrics.files import read_image, script_listing, whole_batches
 from utils.errors import InputError
 from utils.io import atomic_path, ensure_writable_folder
+from utils.numerics import device_description, ieee_float32
 from utils.weights import load_state_dict, weights_info
 
 NETWORKS = ("torchvision", "standard")
@@ -108,24 +109,32 @@ def transform_input(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class PoolFeatures(nn.Module):
-    """uint8 (B,3,H,W) RGB -> (B,D) features: x / 255, bilinear resize to `resize`, the input transform, `blocks`.
+    """uint8 (B,3,H,W) RGB -> (B,D) features: x / 255, bilinear resize to `resize`, the input transform, `blocks`,
+    in IEEE float32 (no TF32: utils.numerics).
 
-    identity: what the features depend on (part of the real-statistics cache key)."""
+    network: the network and its weights, which with the transform and the device make `identity`."""
 
-    def __init__(self, blocks: nn.Module, input_transform: str, identity: str, weights_source: str,
+    def __init__(self, blocks: nn.Module, input_transform: str, network: str, weights_source: str,
                  random: bool, resize: int = 299):
         super().__init__()
         if input_transform not in INPUT_TRANSFORMS:
             raise ValueError(f"unknown FID input transform {input_transform!r}; known: {', '.join(INPUT_TRANSFORMS)}")
         self.blocks, self.input_transform, self.resize = blocks, input_transform, resize
-        self.identity, self.weights_source, self.random = f"{identity}|{input_transform}", weights_source, random
+        self.features_of, self.weights_source, self.random = f"{network}|{input_transform}", weights_source, random
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def identity(self) -> str:
+        """What the features depend on (part of the real-statistics cache key): the network, its weights and input
+        transform, and where and how they are computed (the device, float32 without TF32)."""
+        return f"{self.features_of}|{device_description(next(self.parameters()).device)}|float32"
 
     def train(self, mode: bool = True) -> PoolFeatures:
         return super().train(False)  # BatchNorm must use its stored statistics
 
     @torch.no_grad()
+    @ieee_float32()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"FID features: expected uint8 (B,3,H,W), got {images.dtype} {tuple(images.shape)}")

@@ -57,6 +57,7 @@ from torch import nn
 
 from data.pose import NUM_JOINTS
 from utils.errors import InputError
+from utils.numerics import ieee_float32
 from utils.weights import frozen_network, state_dict_problems
 
 WEIGHTS_NAME = "openpose_body_coco"  # utils.weights: body_pose_model.pth
@@ -154,6 +155,7 @@ class OpenPoseBody(nn.Module):
                 x = F.relu(x)
         return x
 
+    @ieee_float32()  # TF32 would move the maps, and the thresholds on them could keep or drop other joints
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self._run(self.front, x, last_relu=True)  # (B,128,H/8,W/8)
         h = features

@@ -63,9 +63,20 @@ def downsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     _, _, height, width = flow.shape
     h, w = size
-    small = F.adaptive_avg_pool2d(flow, (h, w))  # (B,2,h,w)
-    scale = flow.new_tensor([w / width, h / height]).view(1, 2, 1, 1)
-    return small * scale
+    return scale_flow(F.adaptive_avg_pool2d(flow, (h, w)), w / width, h / height)  # (B,2,h,w)
+
+
+def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """(B,2,h,w) flow with x times sx and y times sy. Python scalars: a forward on a GPU copies nothing from the
+    host (a tensor of the factors would be one copy, and a wait, per call)."""
+    return torch.cat([flow[:, :1] * sx, flow[:, 1:] * sy], dim=1)
+
+
+def float32_head(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """A flow head run in float32 outside autocast. Under bf16 a raw flow of 3 (60 px at flow_scale 20) is
+    resolved to 1/64, 0.3 px, and the coarse-to-fine sums of such residuals would add that error per level."""
+    with torch.autocast(features.device.type, enabled=False):
+        return head(features.float())
 
 
 def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -144,7 +155,7 @@ class FlowNet(nn.Module):
             skips.append(x)
 
         feat = skips[-1]
-        raw = self.flow_heads[-1](feat)  # (B,2,H_L,W_L) full-res pixels / flow_scale
+        raw = float32_head(self.flow_heads[-1], feat)  # (B,2,H_L,W_L) full-res pixels / flow_scale, float32
         raws = [raw]
         for level in reversed(range(self.n_scales - 1)):
             skip = skips[level]
@@ -152,12 +163,11 @@ class FlowNet(nn.Module):
             feat = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
             raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
             feat = self.decoder[level](torch.cat([feat, skip, raw], dim=1))  # (B,C_l,H_l,W_l)
-            raw = raw + self.flow_heads[level](feat)
+            raw = raw + float32_head(self.flow_heads[level], feat)  # the sum in float32, also under autocast
             raws.append(raw)
 
         flows = []
         for r in raws:  # coarse to fine
             h, w = r.shape[2:]
-            scale = r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1)
-            flows.append(r * scale)  # (B,2,h,w) in this scale's pixels
+            flows.append(scale_flow(r, self.flow_scale * w / width, self.flow_scale * h / height))  # scale's pixels
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))

@@ -14,7 +14,7 @@ carries (torch.hub's check; for body_pose_model.pth, whose name carries none, th
 mismatching or interrupted download is removed. SCHP's authors publish no checksum for exp-schp-201908261155-lip.pth:
 that file is checked by loading it as SCHP's state dict (every published key with its shape) instead, which catches
 a truncated file or a web page, not a file altered with its shapes kept. A file already present is verified, not
-fetched again. Exit status 1 when any name failed.
+fetched again. Every name is tried; when any failed, the last line says how many and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -27,18 +27,17 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.schp import build_schp  # noqa: E402
-from utils.errors import InputError  # noqa: E402
-from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash  # noqa: E402
+from models.schp import build_schp
+from utils.cli import run_main
+from utils.errors import InputError
+from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash
 
 # checkpoints with no published digest: loading the file as its network is the check
 LOAD_CHECKS = {"schp_lip": build_schp}
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(OSError):
+    """A download that failed or a file whose checksum does not match; the message names the checkpoint."""
 
 
 def fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -93,7 +92,7 @@ def download(name: str, directory: Path) -> Path:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help=f"any of: {', '.join(KNOWN_WEIGHTS)}")
     p.add_argument("--all", action="store_true", help="every known checkpoint")
@@ -106,15 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown name(s) {unknown}; known: {', '.join(KNOWN_WEIGHTS)}")
     directory = args.dir or cache_dir()
-    failed = 0
+    done, failed = [], []
     for name in names:
         try:
-            download(name, directory)
+            done.append(download(name, directory))
         except DownloadError as err:
             print(f"error: {err}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+            failed.append(name)
+    if failed:
+        raise DownloadError(f"{len(failed)} of {len(names)} downloads failed: {', '.join(failed)}")
+    return done
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

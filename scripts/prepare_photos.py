@@ -34,11 +34,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.annotations import AnnotationError, read_annotations, write_annotations, write_pairs  # noqa: E402
-from data.parsing import NUM_CIHP  # noqa: E402
-from photos.inputs import (  # noqa: E402
+from data.annotations import AnnotationError, read_annotations, write_annotations, write_pairs
+from data.parsing import NUM_CIHP
+from photos.inputs import (
     KEYPOINT_BACKENDS,
     PhotoError,
     keypoint_estimator,
@@ -46,10 +44,10 @@ from photos.inputs import (  # noqa: E402
     read_photo,
     schp_parser,
 )
-from utils.cli import run_main  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
-from utils.errors import InputError  # noqa: E402
-from utils.io import ImageReadError, ensure_writable_folder, read_image, write_csv, write_image  # noqa: E402
+from utils.cli import run_main
+from utils.config import Config, load_config
+from utils.errors import InputError
+from utils.io import ImageReadError, ensure_writable_folder, read_image, write_csv, write_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SAVE_EVERY = 20

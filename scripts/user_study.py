@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from userstudy import study  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from userstudy import study
+from utils.cli import run_main
 
 
 def parse_methods(items: list[str]) -> dict[str, Path]:

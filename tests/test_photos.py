@@ -27,7 +27,8 @@ from metrics import mediapipe_pose
 from photos import framing, inputs
 from scripts import prepare_photos
 from tests.test_infer import make_checkpoint
-from tests.test_train import TINY as TRAIN_TINY
+from tests.test_train import CONFIG as TINY_CONFIG
+from tests.test_train import SCHEDULE
 from utils import checkpoint as ck
 from utils.config import load_config
 
@@ -290,7 +291,7 @@ def test_prepare_photos_writes_a_dataset_that_trains_and_resumes(tmp_path, photo
     assert sample["src_image"].shape == (3, 128, 64) and sample["src_parsing"].shape[1:] == (128, 64)
 
     # a training step on it: the joint stage with a (one-step) flow module from the suite's people
-    base = ["--config", CONFIG, *TRAIN_TINY]
+    base = ["--config", TINY_CONFIG, *SCHEDULE]
     flow_run = tmp_path / "flow"
     train.main([*base, f"data.root={market_people}", "--run-dir", str(flow_run), "train.stage=flow",
                 "train.max_steps=1"])

@@ -228,7 +228,8 @@ def test_download_without_a_published_digest_checks_the_state_dict(monkeypatch, 
     """SCHP publishes no checksum: a download that does not load as its state dict (here a web page) is removed."""
     page = b"<html>Google Drive can't scan this file for viruses</html>"
     monkeypatch.setattr(download_weights.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(page))
-    assert download_weights.main(["schp_lip", "--dir", str(tmp_path)]) == 1
+    with pytest.raises(download_weights.DownloadError, match="1 of 1 downloads failed: schp_lip"):
+        download_weights.main(["schp_lip", "--dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert "schp_lip: not the network's state dict" in err and "no checksum is published" in err
     assert list(tmp_path.iterdir()) == []

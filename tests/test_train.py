@@ -22,17 +22,11 @@ from utils.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tiny networks on 128x64 synthetic people: every code path of the joint step (D on from step 0), seconds per step.
-TINY = [
-    "model.spatn.ngf=4", "model.spatn.n_blocks=1",
-    "model.flow.base_channels=4", "model.flow.max_channels=8", "model.flow.n_scales=3",
-    "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-    "model.generator.norm_hidden=4",
-    "model.discriminator.ndf=4", "model.discriminator.n_layers=2",
-    "loss.perceptual_weights=random", "loss.perceptual_layers=[relu1_1,relu2_1]",
-    "train.adv_start_step=0", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
-    "train.keep_checkpoints=10", "data.num_workers=0", "data.val_pairs=2",
-]
+# Tiny networks on 128x64 synthetic people, and a schedule that runs every code path of the joint step (D on from
+# step 0) within a few steps.
+CONFIG = "configs/unit_test/tiny.yaml"
+SCHEDULE = ["train.adv_start_step=0", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
+            "train.keep_checkpoints=10"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def dataset(market_people) -> Path:
 
 
 def args(dataset: Path, *extra: str) -> list[str]:
-    return ["--config", "configs/synthetic_market.yaml", f"data.root={dataset}", *TINY, *extra]
+    return ["--config", CONFIG, f"data.root={dataset}", *SCHEDULE, *extra]
 
 
 def subprocess_env() -> dict:
@@ -357,8 +351,8 @@ def test_balanced_cross_entropy_weights_come_from_the_training_parsing(dataset):
     from utils.distributed import DistInfo
     from utils.io import read_image
 
-    cfg = load_config(ROOT / "configs/synthetic_market.yaml",
-                      [f"data.root={dataset}", *TINY, "model.flow.source=files",
+    cfg = load_config(ROOT / CONFIG,
+                      [f"data.root={dataset}", *SCHEDULE, "model.flow.source=files",
                        "loss.ce_class_weights=inverse_sqrt_frequency"])
     stage = JointStage(cfg, DistInfo(), None)
     assert stage.losses["ce"].class_weights is None  # set when the training data is read
@@ -392,7 +386,7 @@ def test_dry_run_prints_settings_networks_and_pairs_and_writes_nothing(dataset, 
 
     runs = tmp_path / "runs"
     overrides = [f"train.run_dir={runs}", "train.max_steps=7", f"train.seed={TrainConfig.seed}"]
-    cfg = load_config(ROOT / "configs/synthetic_market.yaml", [f"data.root={dataset}", *TINY, *overrides])
+    cfg = load_config(ROOT / CONFIG, [f"data.root={dataset}", *SCHEDULE, *overrides])
     nets = build_all(cfg)
     flow_ckpt = tmp_path / "flow.pt"
     ck.save_checkpoint(flow_ckpt, cfg, {"flow": nets["flow"].state_dict()})

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -82,30 +83,43 @@ def set_lr_factor(optimizers: Iterable[torch.optim.Optimizer], factor: float) ->
 
 
 class Budget:
-    """How long a run goes: train.max_steps, and train.max_minutes of wall clock when set. Under DDP the minutes
-    are rank 0's (a broadcast), so that every rank sets the same time-based learning rate and stops at the same
-    step. A single process decides on the host: no device round trip in the step."""
+    """How long a run goes: train.max_steps, and train.max_minutes of wall clock when set.
 
-    def __init__(self, max_steps: int, max_minutes: float | None, info: DistInfo):
+    A single process reads its clock. Under DDP every rank must take the same decisions (the time-based learning
+    rate, the step it stops at), so the clock is rank 0's, read at the loop's sync points (`agree`: one
+    broadcast per logging interval). Between them every rank extrapolates from the last reading at the pace
+    measured so far, from the same numbers, so all agree without a message per step. Until the first sync point
+    the minutes count as 0.
+    """
+
+    def __init__(self, max_steps: int, max_minutes: float | None, info: DistInfo, step: int = 0):
         self.max_steps, self.max_minutes, self.info = max_steps, max_minutes, info
-        self.start = time.time()
+        self.start, self.start_step = time.time(), step
+        self.agreed = (step, 0.0, 0.0)  # under DDP: (step, rank 0's minutes then, minutes per step so far)
 
-    def minutes(self) -> float:
-        """Minutes since the start, on rank 0's clock."""
-        minutes = (time.time() - self.start) / 60
+    def minutes(self, step: int) -> float:
+        """Minutes since the start, at step `step`: this process's clock, or under DDP rank 0's, extrapolated."""
         if not self.info.enabled:
-            return minutes
-        value = torch.tensor([minutes], dtype=torch.float64, device=self.info.device)
+            return (time.time() - self.start) / 60
+        at, minutes, pace = self.agreed
+        return minutes + (step - at) * pace
+
+    def agree(self, step: int) -> None:
+        """At a sync point, under DDP with a time budget: every rank takes rank 0's clock (one broadcast)."""
+        if not self.info.enabled or self.max_minutes is None:
+            return
+        value = torch.tensor([(time.time() - self.start) / 60], dtype=torch.float64, device=self.info.device)
         dist.broadcast(value, src=0)
-        return float(value)
+        minutes = float(value)
+        self.agreed = (step, minutes, minutes / (step - self.start_step) if step > self.start_step else 0.0)
 
     def progress(self, step: int) -> float:
         """Run progress in [0, 1] at `step` (run_progress), for lr_schedule=linear."""
-        minutes = self.minutes() if self.max_minutes is not None else 0.0
+        minutes = self.minutes(step) if self.max_minutes is not None else 0.0
         return run_progress(step, self.max_steps, minutes, self.max_minutes)
 
-    def out_of_time(self) -> bool:
-        return self.max_minutes is not None and self.minutes() >= self.max_minutes
+    def out_of_time(self, step: int) -> bool:
+        return self.max_minutes is not None and self.minutes(step) >= self.max_minutes
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,8 @@ class TermWindow:
         with `postfix` on the progress bar; start the next window."""
         if self.steps == 0:  # every step of the window was skipped
             return
-        values = {k: float(all_reduce_mean(v / self.steps)) for k, v in self.sums.items()}
+        means = all_reduce_mean(torch.stack(list(self.sums.values())) / self.steps)  # (T,): one all-reduce
+        values = dict(zip(self.sums, means.tolist()))  # one read
         values["perf/images_per_s"] = self.steps * batch_size / max(time.time() - self.start, 1e-9)
         values.update(extra or {})
         log.scalars(step, values)
@@ -158,15 +173,48 @@ class TermWindow:
         self.reset()
 
 
+def seed_rank(seed: int, rank: int) -> None:
+    """Seed torch's RNGs (the host's and every GPU's) for the steps of rank `rank`: its own stream (the release
+    generator's noise), independent of the other ranks' and of the stream that initialised the networks."""
+    torch.manual_seed(int(np.random.SeedSequence([seed % 2**64, rank]).generate_state(1, np.uint64)[0]))
+
+
+def gather_rng_states(info: DistInfo) -> list[dict] | None:
+    """Every rank's RNG states (utils.checkpoint.rng_state), in rank order, on rank 0; None on the other ranks.
+    Every rank calls it (under DDP, a gather)."""
+    state = ck.rng_state()
+    if not info.enabled:
+        return [state]
+    states: list[dict | None] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states if info.is_main else None
+
+
+def restore_rng_states(saved: list[dict] | dict, info: DistInfo, seed: int) -> str | None:
+    """Each rank restores its own saved RNG states; a rank the saving run did not have starts a stream of its
+    own (seed_rank). A single dict is an earlier version's checkpoint: rank 0's states. Returns a note for the
+    log when the process counts differ (the ranks' random draws then differ from the saving run's)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if info.rank < len(states):
+        ck.set_rng_state(states[info.rank])
+    else:
+        seed_rank(seed, info.rank)
+    if len(states) == info.world_size:
+        return None
+    return (f"the checkpoint holds the random states of {len(states)} processes, this run has {info.world_size}: "
+            "the data order is kept, the random draws of the steps are not")
+
+
 def write_checkpoint(run: Path, cfg: Config, position: dict[str, int], reason: str, state: dict,
-                     log: RunLogger) -> Path:
-    """Atomically write step-<N>.pt: the loop position (step, epoch, batch_in_epoch), the config, the RNG
-    states and `state` (models, optimizers, ...); keep the newest train.keep_checkpoints. Non-finite weights are
-    refused before anything is written, so the newest checkpoint is always one to resume from."""
+                     rng: list[dict], log: RunLogger) -> Path:
+    """Atomically write step-<N>.pt: the loop position (step, epoch, batch_in_epoch), the config, every rank's
+    RNG states (gather_rng_states) and `state` (models, optimizers, ...); keep the newest train.keep_checkpoints.
+    Non-finite weights are refused before anything is written, so the newest checkpoint is always one to resume
+    from."""
     step = position["step"]
     refuse_nonfinite_weights(state["models"], step)
     path = ck.checkpoint_path(run / "checkpoints", step)
-    ck.save_checkpoint(path, cfg, **{**position, **state}, rng=ck.rng_state(), reason=reason)
+    ck.save_checkpoint(path, cfg, **{**position, **state}, rng=rng, reason=reason)
     ck.prune(run / "checkpoints", cfg.train.keep_checkpoints)
     log.text(f"checkpoint at step {step} ({reason})")
     return path

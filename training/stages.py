@@ -32,7 +32,7 @@ from losses.parsing import balanced_class_weights, pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
-from training.steps import autocast, make_adam, optimizer_step, to_device, wrap
+from training.steps import autocast, load_optimizer, load_scaler, make_adam, optimizer_step, to_device, wrap
 from utils.config import Config, ConfigError
 from utils.distributed import DistInfo, convert_sync_batchnorm
 
@@ -59,7 +59,7 @@ class JointStage:
         self.pose_encoder = build_pose_encoder(cfg).to(device)
         nets = {"spatn": build_spatn(cfg), "generator": build_spgnet(cfg), "discriminator": build_discriminator(cfg)}
         if info.enabled:
-            nets = {k: convert_sync_batchnorm(v, device) for k, v in nets.items()}
+            nets = {k: convert_sync_batchnorm(v) for k, v in nets.items()}
         self.nets = {k: v.to(device) for k, v in nets.items()}
         self.flow_net = None if flow_net is None else flow_net.to(device)
         self.frozen = {} if self.flow_net is None else {"flow": self.flow_net}
@@ -75,8 +75,10 @@ class JointStage:
             "gan": build_loss("adversarial", mode=cfg.loss.gan_mode).to(device),
         }
         self.weights = dataclasses.asdict(cfg.loss.weights)
+        # a learnable kappa trains with G; the pose encoder runs outside DDP, so its gradient is averaged by hand
+        self.kappa = [p for p in self.pose_encoder.parameters() if p.requires_grad]
         self.g_params = list(self.nets["spatn"].parameters()) + list(self.nets["generator"].parameters())
-        self.g_params += [p for p in self.pose_encoder.parameters() if p.requires_grad]  # a learnable kappa
+        self.g_params += self.kappa
         self.opt_g = make_adam(self.g_params, t.lr, t.betas, device)
         self.opt_d = make_adam(self.nets["discriminator"].parameters(), t.lr_d, t.betas, device,
                                weight_decay=t.weight_decay_d)
@@ -116,15 +118,17 @@ class JointStage:
 
         # ---- D step: real and generated triplets in one forward (one DDP hook pass)
         terms: dict[str, torch.Tensor] = {}
+        stepped = False  # whether an update was taken: the fp16 scaler updates its scale only after one
         if adversarial_on:
             with autocast(cfg, self.device):
-                both = self.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]),
-                                 torch.cat([tgt_pose, tgt_pose]))
+                pose = tgt_pose.detach()  # D's update does not reach a learnable kappa
+                both = self.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]), torch.cat([pose, pose]))
                 real_logits, fake_logits = both.float().chunk(2)  # (B,1,h,w) each
                 d_terms = self.losses["gan"].discriminator_loss(real_logits, fake_logits)
             if guard(d_terms):
                 optimizer_step(cfg.loss.d_scale * sum(d_terms.values()), self.opt_d, self.scaler,
                                list(self.nets["discriminator"].parameters()), None)
+                stepped = True
             terms.update({f"d/{k}": v.detach() for k, v in d_terms.items()})
 
         # ---- G step: SPATN and SPGNet together, each term weighted from the config
@@ -139,8 +143,10 @@ class JointStage:
                 disc.requires_grad_(True)
         g_total = weighted_sum(g_terms, self.weights)
         if guard(g_terms):
-            optimizer_step(g_total, self.opt_g, self.scaler, self.g_params, cfg.train.grad_clip)
-        self.scaler.update()
+            optimizer_step(g_total, self.opt_g, self.scaler, self.g_params, cfg.train.grad_clip, self.kappa)
+            stepped = True
+        if stepped:
+            self.scaler.update()
         terms.update({f"g/{k}": v.detach() for k, v in g_terms.items()})
         terms["g/total"] = g_total.detach()
         return terms
@@ -213,10 +219,10 @@ class JointStage:
         if "pose_encoder" in ckpt["models"]:
             self.pose_encoder.load_state_dict(ckpt["models"]["pose_encoder"])
         for k, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
+            load_optimizer(opt, ckpt["optimizers"][k])
         for k, scheduler in self.schedulers.items():
             scheduler.load_state_dict(ckpt["schedulers"][k])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        load_scaler(self.scaler, ckpt["scaler"])
 
 
 class FlowStage:
@@ -231,7 +237,7 @@ class FlowStage:
         self.pose_encoder = build_pose_encoder(cfg).to(device).requires_grad_(False)  # stage 0 learns no kappa
         net = build_flow(cfg)
         if info.enabled:
-            net = convert_sync_batchnorm(net, device)
+            net = convert_sync_batchnorm(net)
         self.net = net.to(device)
         self.nets = {"flow": self.net}
         self.frozen: dict[str, nn.Module] = {}
@@ -259,7 +265,7 @@ class FlowStage:
         if guard(terms):
             optimizer_step(weighted_sum(terms, self.weights), self.opt, self.scaler, list(self.net.parameters()),
                            self.cfg.train.grad_clip)
-        self.scaler.update()
+            self.scaler.update()  # only after an update: a skipped one recorded no inf check to count
         return {f"flow/{k}": v.detach() for k, v in terms.items()}
 
     def log_extra(self) -> dict[str, float]:
@@ -293,9 +299,8 @@ class FlowStage:
 
     def load(self, ckpt: dict) -> None:
         self.net.load_state_dict(ckpt["models"]["flow"])
-        self.opt.load_state_dict(ckpt["optimizers"]["flow"])
-        if "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        load_optimizer(self.opt, ckpt["optimizers"]["flow"])
+        load_scaler(self.scaler, ckpt.get("scaler", {}))
 
 
 Stage = JointStage | FlowStage

@@ -3,6 +3,7 @@ the optimizer step, and the runner a module trains through (channels_last, DDP, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from utils.config import Config
-from utils.distributed import DistInfo
+from utils.distributed import DistInfo, average_gradients
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
@@ -39,11 +40,36 @@ def make_adam(params: Any, lr: float, betas: tuple[float, float], device: torch.
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
 
 
+# The optimizer's implementation, not its state: a resumed run keeps its own (a CPU run's checkpoint says fused=False)
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping this optimizer's implementation flags (IMPLEMENTATION_KEYS). A state
+    dict carries the saving run's flags: a CPU run's fused=False, loaded into a CUDA run's fused Adam, would make
+    the step slower and, under an fp16 GradScaler, fail ("Expected grad_scale and found_inf to be None"). The flags
+    are set before the load, because they decide where the load puts Adam's step counters."""
+    groups = [{**saved, **{k: group[k] for k in IMPLEMENTATION_KEYS if k in group}}
+              for saved, group in zip(state["param_groups"], opt.param_groups)]
+    opt.load_state_dict({**state, "param_groups": groups})
+
+
+def load_scaler(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """The GradScaler's state from a checkpoint. A run without fp16 saves an empty state (a disabled scaler's):
+    an fp16 run resumed from it starts a fresh scale, as a new run would."""
+    if state:
+        scaler.load_state_dict(state)
+
+
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   params: list[torch.Tensor], grad_clip: float | None) -> None:
-    """backward, optional gradient clipping (on unscaled gradients), and the (scaled) optimizer step."""
+                   params: list[torch.Tensor], grad_clip: float | None, outside_ddp: Iterable[torch.Tensor] = ()
+                   ) -> None:
+    """backward, optional gradient clipping (on unscaled gradients), and the (scaled) optimizer step. The
+    gradients of `outside_ddp` (parameters of `params` that no DDP wrapper averages) are averaged over the ranks
+    after the backward, as DDP's are during it."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    average_gradients(outside_ddp)
     if grad_clip is not None:
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)

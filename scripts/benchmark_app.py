@@ -48,14 +48,19 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryDirectory(prefix="spgnet-benchmark-app-") as workdir:
             studio, _ = load_studio(Path(args.checkpoint) if args.checkpoint else None, Path(workdir), args.device,
                                     args.data_root, gallery=1)
-            result = {"frame": "x".join(map(str, studio.frame)), "device": args.device,
+            result = {"frame": "x".join(map(str, studio.frame)), "device": args.device, "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "machine": machine_info(torch.device(args.device)),
                       "warmup": args.warmup, **bench_edits(studio, args.warmup, args.iters)}
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program (the tests)
-    load = result["machine"].get("load_average") or []
-    print(f"app re-render, {result['frame']} frame, {args.device}, {result['threads']} threads, {args.iters} edits "
-          f"after {args.warmup}; load average {' '.join(f'{x:.1f}' for x in load) or 'unknown'}:")
+    machine = result["machine"]
+    processor = machine.get("gpu_name", machine["cpu_model"])
+    cores = f"{machine.get('cpu_cores_usable', machine['cpu_cores'])} of {machine['cpu_cores']} cores usable"
+    load = " ".join(f"{x:.1f}" for x in machine.get("load_average") or []) or "unknown"
+    print(f"app re-render, {result['frame']} frame, {args.device}, {result['threads']} torch threads, {args.iters} "
+          f"edits after {args.warmup}")
+    print(f"machine: {processor}, {cores}, {machine['platform']}, python {machine['python']}, torch "
+          f"{result['torch']}; load average {load} (wall times are a figure on an idle machine only)")
     for part in ("render", "pictures", "png", "total", "cpu"):
         t = result[part]
         print(f"  {part:9s} median {1000 * t['median_s']:7.1f} ms   quartiles {1000 * t['q1_s']:.1f}-"

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.loaders import SeededSamples, build_loader
+from data.loaders import build_loader, training_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from training.loop import (
     Budget,
@@ -51,7 +51,7 @@ from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import run_main
 from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
-from utils.distributed import DistInfo, ShardedEpochSampler, check_same_on_every_rank, cleanup, setup
+from utils.distributed import DistInfo, check_same_on_every_rank, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
 from utils.run import RunLock, RunLogger, new_run_folder
@@ -181,12 +181,8 @@ def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, 
     """The loop both stages share: fetch a batch, set the learning rate, step, apply the non-finite policy, log,
     validate, checkpoint, and stop at the step or wall-clock budget."""
     device, t = info.device, cfg.train
-    sampler = ShardedEpochSampler(len(train_set), t.batch_size, info.rank, info.world_size, t.seed)
     local_batch, pin = t.batch_size // info.world_size, device.type == "cuda"
-    # each sample's augmentation is drawn from its own seed; and each epoch's new iterator draws its workers' base
-    # seed from a generator of its own, not from the training stream (a resumed run starts one at another point)
-    loader = build_loader(SeededSamples(train_set), local_batch, cfg.data.num_workers, sampler=sampler,
-                          pin_memory=pin, generator=torch.Generator().manual_seed(t.seed))
+    loader, sampler = training_loader(cfg, train_set, info.rank, info.world_size, pin_memory=pin)
     val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     val_loader = build_loader(val_set, max(local_batch, 4), 0, pin_memory=pin)
     step, epoch, batch_in_epoch = 0, 0, 0

@@ -11,11 +11,10 @@ import torch
 
 from benchmarks.inputs import first_adversarial_step, joint_stage, take_every_update
 from benchmarks.timing import peak_memory, reset_peak_memory, sync
-from data.loaders import build_dataset, build_loader
+from data.loaders import build_dataset, build_loader, training_loader
 from training.stages import JointStage
 from training.steps import to_device
 from utils.config import Config
-from utils.distributed import ShardedEpochSampler
 
 PREFETCH_FACTOR = 4  # data.loaders.build_loader: batches each worker prepares ahead
 
@@ -52,9 +51,7 @@ def bench_loader(cfg: Config, batch_size: int, workers: int, batches: int) -> di
 def training_batches(cfg: Config, train_set: torch.utils.data.Dataset, device: torch.device) -> Iterator[dict]:
     """Batches as train.py's loop draws them: its loader settings (data.num_workers, pinned memory on CUDA, the
     seeded epoch sampler), epoch after epoch."""
-    sampler = ShardedEpochSampler(len(train_set), cfg.train.batch_size, seed=cfg.train.seed)
-    loader = build_loader(train_set, cfg.train.batch_size, cfg.data.num_workers, sampler=sampler,
-                          pin_memory=device.type == "cuda")
+    loader, sampler = training_loader(cfg, train_set, pin_memory=device.type == "cuda")
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
         yield from loader

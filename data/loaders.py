@@ -9,6 +9,7 @@ import torch
 from data.datasets import PairDataset
 from data.parsing import label_merge
 from utils.config import Config
+from utils.distributed import ShardedEpochSampler
 
 
 def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool = False,
@@ -82,3 +83,16 @@ def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers
         prefetch_factor=4 if num_workers > 0 else None,
         generator=generator,
     )
+
+
+def training_loader(cfg: Config, dataset: torch.utils.data.Dataset, rank: int = 0, world_size: int = 1,
+                    pin_memory: bool = False) -> tuple[torch.utils.data.DataLoader, ShardedEpochSampler]:
+    """The training loader and its epoch sampler, as train.py draws batches (and the benchmarks time them): this
+    rank's share of each epoch's shuffled batches, each sample's augmentation drawn from its own seed, and each
+    epoch's new iterator drawing its workers' base seed from a generator of its own, not from the training stream
+    (a resumed run starts one at another point)."""
+    t = cfg.train
+    sampler = ShardedEpochSampler(len(dataset), t.batch_size, rank, world_size, t.seed)
+    loader = build_loader(SeededSamples(dataset), t.batch_size // world_size, cfg.data.num_workers, sampler=sampler,
+                          pin_memory=pin_memory, generator=torch.Generator().manual_seed(t.seed))
+    return loader, sampler

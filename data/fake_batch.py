@@ -19,7 +19,7 @@ def random_keypoints(batch: int, height: int, width: int, gen: torch.Generator) 
 
 
 def random_batch(cfg: Config, batch: int, seed: int = 0) -> dict:
-    """A CPU batch with every key a PairDataset sample carries, at the config's shapes (DESIGN.md contract)."""
+    """A CPU batch with every key a PairDataset sample carries, at the config's shapes."""
     gen = torch.Generator().manual_seed(seed)
     h, w = cfg.data.image_size
     k = num_labels(cfg)

@@ -1,8 +1,9 @@
 """Named evaluation protocols: each published script's SSIM, Mask-SSIM, FID, LPIPS, Mask-LPIPS and PCKh, exactly.
 
 Published numbers of pose transfer differ as much by how they were computed as by the method. Each preset below
-is what one public script computes, read from its source (DESIGN.md section 6); `clean` is ours and reproduces no
-table. DeepFashion rules apply to 256x256 and 256x176 images, Market-1501 rules to any other size (128x64).
+is what one public script computes, read from its source (docs/design.md#the-published-metric-scripts); `clean` is
+ours and reproduces no table. DeepFashion rules apply to 256x256 and 256x176 images, Market-1501 rules to any other
+size (128x64).
 
 release: the authors' SPGNet code (cszy98/SPGNet), Tables 1-2 of the paper.
   SSIM: the test-time `SSIM` module (models/modules.py), on the network output and the target in memory: both

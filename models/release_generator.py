@@ -1,6 +1,6 @@
 """The authors' released generator (`DualUnetGenerator_SEAN` of github cszy98/SPGNet), rebuilt from our blocks.
 
-DESIGN.md section 4 lists it line by line; in short, with c_l = min(base (l + 1), max) (32, 64, 96, 128, ...):
+docs/design.md#the-generator-as-released lists it; in short, with c_l = min(base (l + 1), max) (32, 64, 96, 128, ...):
 
     pose / appearance encoders   1x1 conv + BN stem, then per scale l = 0 .. n_scales - 1: n_res ResBlocks at c_l
                                  (*each* output a skip) and a stride-2 DownBlock c_l -> c_{l+1}

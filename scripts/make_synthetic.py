@@ -1,4 +1,4 @@
-"""Generate the synthetic people dataset (DESIGN.md section 8) in the release layout of section 2.
+"""Generate the synthetic people dataset (docs/design.md#synthetic-people) in the release layout (docs/data.md#layout).
 
     python scripts/make_synthetic.py --out datasets/synthetic                                 # 256x176
     python scripts/make_synthetic.py --style market --out datasets/synthetic_market           # 128x64

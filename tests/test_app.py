@@ -394,6 +394,16 @@ def gradio_or_skip() -> None:
         pytest.skip(reason)
 
 
+def test_page_test_fails_under_ci_and_skips_elsewhere_without_gradio(monkeypatch):
+    monkeypatch.setattr(app, "gr", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs Gradio"):
+        gradio_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="needs Gradio"):
+        gradio_or_skip()
+
+
 def test_every_event_waits_for_the_one_model(studio, tmp_path, monkeypatch):
     gradio_or_skip()
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))

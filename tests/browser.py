@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,11 +19,17 @@ def browser_paths() -> tuple[str, str]:
     missing = [what for what, ok in (("chromium", chromium), ("chromedriver (Debian: chromium-driver)", driver),
                                      ("the selenium package", importlib.util.find_spec("selenium"))) if not ok]
     if missing:
-        reason = f"the headless browser test needs {', '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; .ci/run installs them")
-        pytest.skip(reason + " (apt-get install chromium chromium-driver; pip install selenium)")
+        unavailable(f"the headless browser test needs {', '.join(missing)}", ci=".ci/run installs them",
+                    local="apt-get install chromium chromium-driver; pip install selenium")
     return chromium, driver
+
+
+def unavailable(reason: str, ci: str, local: str) -> NoReturn:
+    """A test's browser or optional package is missing: fail under CI (where .ci/run installs everything the suite
+    needs, `ci` says how), skip elsewhere (`local` says how to get it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; {ci}")
+    pytest.skip(f"{reason} ({local})")
 
 
 def headless_chrome(downloads: Path | None = None, size: tuple[int, int] = (1200, 900)):

@@ -32,7 +32,7 @@ from scripts import benchmark_app
 from studio import session as session_module
 from studio.gallery import evenly_spaced
 from studio.session import Session, Studio
-from tests.browser import headless_chrome
+from tests.browser import headless_chrome, unavailable
 from tests.test_photos import mediapipe_or_skip
 from tests.test_spatn_flow import slow_bilinear_warp
 from utils import checkpoint as ck
@@ -388,19 +388,15 @@ def limb_region(shape: tuple[int, int], segments: list[tuple[np.ndarray, np.ndar
 def gradio_or_skip() -> None:
     """Skips locally, fails under CI, when Gradio (requirements-app.txt, installed by make test) is missing."""
     if app.gr is None:
-        reason = "the app's page needs Gradio (pip install -r requirements-app.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; make test installs it")
-        pytest.skip(reason)
+        unavailable("the app's page needs Gradio", ci="make test installs it",
+                    local="pip install -r requirements-app.txt")
 
 
-def test_page_test_fails_under_ci_and_skips_elsewhere_without_gradio(monkeypatch):
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_page_test_without_gradio_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
     monkeypatch.setattr(app, "gr", None)
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="needs Gradio"):
-        gradio_or_skip()
-    monkeypatch.delenv("CI")
-    with pytest.raises(pytest.skip.Exception, match="needs Gradio"):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="needs Gradio"):
         gradio_or_skip()
 
 

@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PHOTOS := $(VENV)/.photos-installed
+APP    := $(VENV)/.app-installed
 MEDIAPIPE := mediapipe==0.10.21
 
-.PHONY: test test-fast demo lint venv photos clean-demo
+.PHONY: test test-fast demo lint venv photos app clean-demo
 
 # The project itself is installed editable (pyproject.toml): its packages and entry points import from anywhere,
 # so `python scripts/<name>.py` needs no path set-up.
@@ -27,12 +28,12 @@ $(PHOTOS): requirements-photos.txt $(STAMP)
 
 photos: $(PHOTOS)
 
-test: $(STAMP) $(PHOTOS)
+test: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # the edit loop: everything but the tests marked slow (learning, training subprocesses, torchrun, SIGKILL)
-test-fast: $(STAMP) $(PHOTOS)
+test-fast: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow"
 
@@ -41,6 +42,14 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# the browser app (app.py) on http://127.0.0.1:7860, serving the demo's last checkpoint; Gradio installed first
+$(APP): requirements-app.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-app.txt
+	touch $(APP)
+
+app: $(APP)
+	$(PY) app.py
 
 clean-demo:
 	rm -rf runs/demo datasets/synthetic_small

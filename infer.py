@@ -57,13 +57,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
-from tqdm import tqdm
 
-from data.parsing import NUM_CIHP, label_merge, merge_labels, one_hot
+from data.animation import write_gif, write_mp4
+from data.parsing import NUM_CIHP
 from data.pose_files import check_pose, read_poses, read_source_pose
-from data.visual import border_colour, from_uint8, parsing_picture, read_image, to_uint8
-from models.pipeline import Pipeline, load_pipeline
+from data.visual import border_colour, from_uint8, parsing_picture, read_image
+from models.pipeline import load_pipeline, render_sequence, source_parsing
 from photos.framing import fit_image, fit_into, fit_keypoints, fit_labels
 from photos.inputs import (
     KEYPOINT_BACKENDS,
@@ -80,7 +79,7 @@ from utils.cli import positive_int, run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
 from utils.distributed import parse_device
 from utils.errors import InputError
-from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image, write_text
+from utils.io import ImageReadError, ensure_writable_folder, write_image, write_text
 from utils.io import read_image as read_image_file
 
 
@@ -131,53 +130,6 @@ def resolve_config(ckpt: dict, path: Path, config_file: str | None, overrides: l
         cfg = config_from_dict(data, origin=f"the config saved in {path} with the command-line overrides")
     ck.check_compatible(ckpt, cfg, path)
     return cfg
-
-
-# ----------------------------------------------------------------------------------------- generation
-
-
-@torch.no_grad()
-def generate(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
-             tgt_keypoints: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One source (3,H,W), (18,2), (K,H,W) and N target poses (N,18,2) -> frames (N,H,W,3) uint8 and the
-    predicted target parsing pictures (N,H,W,3) uint8 (CIHP palette)."""
-    frames, parsings = [], []
-    for start in tqdm(range(0, len(tgt_keypoints), batch_size), desc="infer", dynamic_ncols=True, leave=False):
-        tgt = tgt_keypoints[start : start + batch_size]  # (B,18,2)
-        b = tgt.shape[0]
-        out = pipe.render({"src_image": src_image[None].expand(b, -1, -1, -1),  # (B,3,H,W)
-                           "src_parsing": src_parsing[None].expand(b, -1, -1, -1),  # (B,K,H,W)
-                           "src_keypoints": src_keypoints[None].expand(b, -1, -1), "tgt_keypoints": tgt})
-        frames.append(to_uint8(out.image))
-        parsings.append(parsing_picture(out.logits))
-    return np.concatenate(frames), np.concatenate(parsings)
-
-
-def write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
-    pictures = [Image.fromarray(f) for f in frames]
-    with atomic_path(path) as tmp:
-        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps),
-                         loop=0)
-
-
-def write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
-    """mp4v through OpenCV, into a temporary file that is read back before the rename: the writer reports no
-    write errors (a full disk gives a short file), so the frame count is the check."""
-    h, w = frames.shape[1:3]
-    with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            raise InferenceError(f"{path}: this OpenCV build cannot write mp4v video; use --gif")
-        for frame in frames:
-            writer.write(np.ascontiguousarray(frame[..., ::-1]))
-        writer.release()
-        reader = cv2.VideoCapture(str(tmp))
-        count = 0
-        while reader.grab():
-            count += 1
-        reader.release()
-        if count != len(frames):
-            raise WriteError(f"cannot write {path}: the video holds {count} of {len(frames)} frames (disk full?)")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -315,16 +267,6 @@ def prepare_targets(args: argparse.Namespace, cfg: Config) -> np.ndarray:
     return np.stack(out)
 
 
-def source_parsing(pipe: Pipeline, src_image: torch.Tensor, src_kp: torch.Tensor, labels: np.ndarray | None,
-                   cfg: Config) -> torch.Tensor:
-    """(K,H,W) one-hot source parsing: the CIHP labels merged, or SPATN*'s own prediction when there are none."""
-    if labels is None:
-        own = pipe.own_parsing(src_image[None], pipe.pose_encoder(src_kp[None]))  # (1,H,W)
-        return one_hot(own, pipe.num_classes)[0]
-    merged = merge_labels(labels, label_merge(cfg)).astype(np.uint8)
-    return one_hot(torch.from_numpy(merged).to(src_image.device), pipe.num_classes)
-
-
 def write_outputs(args: argparse.Namespace, out: Path, frames: np.ndarray, parsings: np.ndarray,
                   src_parsing: torch.Tensor, notes: list[str]) -> None:
     """Frames (and parsing pictures, GIF, mp4) into `out`; a notes file naming the estimators when there are any."""
@@ -365,8 +307,8 @@ def main(argv: list[str] | None = None) -> Path:
     src_parsing = source_parsing(pipe, src_image, src_kp, inputs.labels, cfg)  # (K,H,W)
     if parser == "spatn":
         inputs.notes.append(f"parsing: the checkpoint's SPATN* ({ckpt_path})")
-    frames, parsings = generate(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
-                                args.batch_size or cfg.test.batch_size)
+    frames, parsings = render_sequence(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
+                                       args.batch_size or cfg.test.batch_size)
     if inputs.random:
         print("warning: randomly initialised estimator weights: every output is stamped as such", file=sys.stderr)
         frames = np.stack([stamp(f, "RANDOM WEIGHTS") for f in frames])

@@ -1,5 +1,5 @@
 """Measurements of SPGNet's speed, one module per section of the benchmark; the command lines are
-scripts/benchmark.py, scripts/benchmark_metrics.py and scripts/gpu_check.sh.
+scripts/benchmark.py, scripts/benchmark_metrics.py, scripts/benchmark_app.py and scripts/gpu_check.sh.
 
     timing      wall/CPU time of repeated calls, peak memory, the machine          (every section uses it)
     inputs      config modes, the tiny-network overrides, random batches and networks, a synthetic set
@@ -11,6 +11,7 @@ scripts/benchmark.py, scripts/benchmark_metrics.py and scripts/gpu_check.sh.
     loader      the training DataLoader alone; the time a training loop blocks waiting on it
     end_to_end  test.py from start-up to the last image
     metrics     each evaluation metric as evaluate.py computes it, PCKh's OpenPose included
+    app         the browser app's re-render of an edited pose, on a real checkpoint (scripts/benchmark_app.py)
     suite       scripts/benchmark.py's run: the sections above over the modes, into one report
     report      that report as Markdown
     gpu_check   the one-command GPU session: training with real data, test.py, every protocol's metrics

@@ -19,8 +19,10 @@ from torch import nn
 NUM_JOINTS = 18
 NUM_LIMBS = 12
 MISSING = -1
-# 0 nose, 1 neck, 2 r-shoulder, 3 r-elbow, 4 r-wrist, 5 l-shoulder, 6 l-elbow, 7 l-wrist, 8 r-hip, 9 r-knee,
-# 10 r-ankle, 11 l-hip, 12 l-knee, 13 l-ankle, 14 r-eye, 15 l-eye, 16 r-ear, 17 l-ear
+# the person's own right and left, as OpenPose names them
+JOINT_NAMES = ("nose", "neck", "right shoulder", "right elbow", "right wrist", "left shoulder", "left elbow",
+               "left wrist", "right hip", "right knee", "right ankle", "left hip", "left knee", "left ankle",
+               "right eye", "left eye", "right ear", "left ear")
 LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13))
 # joint index of the mirror-image joint: what a horizontal flip turns each joint into
 FLIP_JOINTS = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)

@@ -1,5 +1,5 @@
-"""Images between the networks' [-1, 1] and uint8, and pictures for people: pose maps, parsing maps and the
-comparison grid used by train.py, test.py, infer.py and the report.
+"""Images between the networks' [-1, 1] and uint8, and pictures for people: pose maps, skeletons, parsing maps and
+the comparison grid used by train.py, test.py, infer.py, app.py and the report.
 
 Grid columns (one row per pair): source | target pose | predicted parsing | generated | ground truth.
 """
@@ -13,7 +13,12 @@ import numpy as np
 import torch
 
 from data.parsing import colorize
+from data.pose import LIMBS, is_missing
 from utils.io import read_image as read_bgr
+
+FACE_LIMBS = ((0, 14), (14, 16), (0, 15), (15, 17), (0, 1))  # nose-eyes-ears and nose-neck, drawn with LIMBS
+LEFT_JOINTS = (5, 6, 7, 11, 12, 13, 15, 17)  # the person's left: blue in skeleton pictures; right: red
+RIGHT_JOINTS = (2, 3, 4, 8, 9, 10, 14, 16)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -72,3 +77,19 @@ def comparison_grid(columns: list[np.ndarray], gap: int = 2) -> np.ndarray:
         for r in range(b):
             grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = col[r]
     return grid
+
+
+def skeleton_picture(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """The image with the pose drawn over it: limbs in white, the person's left joints blue, right red, the rest
+    green."""
+    out = image.copy()
+    present = ~is_missing(keypoints)
+    xy = np.round(keypoints[:, ::-1]).astype(int)  # (18,2) (x, y) for cv2
+    thickness = max(1, image.shape[0] // 160)
+    for a, b in (*LIMBS, *FACE_LIMBS):
+        if present[a] and present[b]:
+            cv2.line(out, tuple(xy[a]), tuple(xy[b]), (255, 255, 255), thickness, cv2.LINE_AA)
+    for j in np.flatnonzero(present):
+        colour = (0, 90, 255) if j in LEFT_JOINTS else (255, 40, 40) if j in RIGHT_JOINTS else (0, 200, 0)
+        cv2.circle(out, tuple(xy[j]), max(1, image.shape[0] // 80), colour, -1, cv2.LINE_AA)
+    return out

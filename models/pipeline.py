@@ -8,7 +8,9 @@ validation, test.py, infer.py and the scripts share.
 
 SPGNet sees SPATN's prediction here; while training it sees the ground-truth target parsing instead
 (training/stages.py). `load_pipeline` reads the networks of a joint-stage checkpoint, with one policy for the
-frozen flow module (`load_flow`).
+frozen flow module (`load_flow`). One source person in many poses (infer.py's sequences, app.py's edits):
+`source_parsing` makes its parsing input, `render_poses` renders it in a batch of poses, `render_sequence` in any
+number of them.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from data.parsing import num_labels, one_hot
+from data.parsing import label_merge, merge_labels, num_labels, one_hot
+from data.visual import parsing_picture, to_uint8
 from models.build import build_flow, build_pose_encoder, build_spatn, build_spgnet
+from models.flow import warp
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
 from utils.config import Config, to_dict
+
+VISIBLE, INVISIBLE = 0, 1  # the flow module's visibility labels; 2 is background
 
 
 @dataclass
@@ -33,6 +41,8 @@ class Rendered:
     logits: torch.Tensor  # (B,K,H,W) SPATN's target parsing logits
     parsing: torch.Tensor  # (B,K,H,W) one-hot of their argmax: the parsing SPGNet rendered with
     image: torch.Tensor  # (B,3,H,W) in [-1, 1]
+    flow: torch.Tensor  # (B,2,H,W) target->source flow in pixels (x, y), what SPGNet warped the source with
+    vis: torch.Tensor  # (B,H,W) long visibility labels: 0 visible, 1 invisible (occluded in the source), 2 background
 
 
 def hard_parsing(logits: torch.Tensor) -> torch.Tensor:
@@ -85,10 +95,57 @@ class Pipeline:
             logits = self.spatn(spatn_source(self.spatn_takes_image, batch), batch["src_pose"], batch["tgt_pose"])
             parsing = hard_parsing(logits.float())  # (B,K,H,W)
         image = self.generator(batch["src_image"], batch["tgt_pose"], batch["src_parsing"], parsing, flow, vis)
-        return Rendered(logits=logits.float(), parsing=parsing, image=image.float())
+        return Rendered(logits=logits.float(), parsing=parsing, image=image.float(), flow=flow, vis=vis)
 
     def own_parsing(self, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         return predict_own_parsing(self.spatn, image, pose)
+
+
+def source_parsing(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tensor, labels: np.ndarray | None,
+                   cfg: Config) -> torch.Tensor:
+    """(K,H,W) one-hot source parsing of one person, src_image (3,H,W), src_keypoints (18,2): its CIHP labels (H,W)
+    merged into the config's label set, or SPATN*'s own prediction when there are none."""
+    if labels is None:
+        own = pipe.own_parsing(src_image[None], pipe.pose_encoder(src_keypoints[None]))  # (1,H,W)
+        return one_hot(own, pipe.num_classes)[0]
+    merged = merge_labels(labels, label_merge(cfg)).astype(np.uint8)
+    return one_hot(torch.from_numpy(merged).to(src_image.device), pipe.num_classes)
+
+
+@torch.no_grad()
+def render_poses(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
+                 tgt_keypoints: torch.Tensor) -> Rendered:
+    """One source, src_image (3,H,W), src_keypoints (18,2), src_parsing (K,H,W), in B target poses (B,18,2)."""
+    b = tgt_keypoints.shape[0]
+    return pipe.render({"src_image": src_image[None].expand(b, -1, -1, -1),  # (B,3,H,W)
+                        "src_parsing": src_parsing[None].expand(b, -1, -1, -1),  # (B,K,H,W)
+                        "src_keypoints": src_keypoints[None].expand(b, -1, -1), "tgt_keypoints": tgt_keypoints})
+
+
+def render_sequence(pipe: Pipeline, src_image: torch.Tensor, src_keypoints: torch.Tensor, src_parsing: torch.Tensor,
+                    tgt_keypoints: torch.Tensor, batch_size: int,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`render_poses` over N target poses (N,18,2), batch_size at a time -> frames (N,H,W,3) uint8 and the predicted
+    target parsing pictures (N,H,W,3) uint8 (CIHP palette)."""
+    frames, parsings = [], []
+    starts = range(0, len(tgt_keypoints), batch_size)
+    for start in tqdm(starts, desc="render", dynamic_ncols=True, leave=False, disable=not progress):
+        out = render_poses(pipe, src_image, src_keypoints, src_parsing, tgt_keypoints[start : start + batch_size])
+        frames.append(to_uint8(out.image))
+        parsings.append(parsing_picture(out.logits))
+    return np.concatenate(frames), np.concatenate(parsings)
+
+
+def warped_source(src_image: torch.Tensor, flow: torch.Tensor, vis: torch.Tensor,
+                  blank: float = 1.0, dim: float = 0.4) -> torch.Tensor:
+    """What SPGNet's appearance path receives at full resolution, as a picture: the source (B,3,H,W) in [-1,1]
+    backward-warped by the target->source flow (B,2,H,W), split by the visibility labels (B,H,W) as its gate splits
+    it: visible pixels as warped, invisible ones (occluded in the source: the generator must invent them) blended
+    `dim` of the way to black, background ones `blank` (1: white). -> (B,3,H,W) in [-1,1]."""
+    warped = warp(src_image, flow)  # (B,3,H,W)
+    label = vis.unsqueeze(1)  # (B,1,H,W)
+    invisible = warped + dim * (-1.0 - warped)  # (B,3,H,W)
+    return torch.where(label == VISIBLE, warped, torch.where(label == INVISIBLE, invisible, blank))
 
 
 @torch.no_grad()

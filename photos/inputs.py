@@ -28,9 +28,9 @@ import numpy as np
 
 from data.annotations import FRAME_MARGIN, write_annotations
 from data.parsing import colorize
-from data.pose import LIMBS, is_missing, pose_problems
+from data.pose import pose_problems
 from data.pose_files import check_pose
-from data.visual import read_image
+from data.visual import read_image, skeleton_picture
 from photos.framing import MIN_SCALE, Framing, frame_person
 from utils.errors import InputError
 from utils.io import ImageReadError, write_image, write_text
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from models.schp import SCHPParser
 
 KEYPOINT_BACKENDS = ("openpose", "mediapipe")
-FACE_LIMBS = ((0, 14), (14, 16), (0, 15), (15, 17), (0, 1))  # nose-eyes-ears and nose-neck, drawn with LIMBS
-LEFT_JOINTS = (5, 6, 7, 11, 12, 13, 15, 17)  # the person's left: blue in the check picture; right: red
-RIGHT_JOINTS = (2, 3, 4, 8, 9, 10, 14, 16)
 
 
 class PhotoError(InputError):
@@ -153,21 +150,6 @@ def stamp(picture: np.ndarray, text: str) -> np.ndarray:
     (width, _), _ = cv2.getTextSize(text, font, scale, 1)
     scale *= min(1.0, (picture.shape[1] - 4) / width)
     cv2.putText(out, text, (2, band - max(2, band // 5)), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-def skeleton_picture(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """The image with the pose drawn over it: limbs in white, the person's left joints blue, right red, the rest
-    green."""
-    out = image.copy()
-    present = ~is_missing(keypoints)
-    xy = np.round(keypoints[:, ::-1]).astype(int)  # (18,2) (x, y) for cv2
-    for a, b in (*LIMBS, *FACE_LIMBS):
-        if present[a] and present[b]:
-            cv2.line(out, tuple(xy[a]), tuple(xy[b]), (255, 255, 255), 1, cv2.LINE_AA)
-    for j in np.flatnonzero(present):
-        colour = (0, 90, 255) if j in LEFT_JOINTS else (255, 40, 40) if j in RIGHT_JOINTS else (0, 200, 0)
-        cv2.circle(out, tuple(xy[j]), max(1, image.shape[0] // 80), colour, -1, cv2.LINE_AA)
     return out
 
 

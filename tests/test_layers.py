@@ -1,6 +1,6 @@
-"""Imports run one way: utils -> data -> models -> losses / metrics -> training / photos -> entry points -> tools
-(userstudy) -> scripts and the benchmarks package (one layer: a script may import benchmarks, benchmarks never a
-script).
+"""Imports run one way: utils -> data -> models -> losses / metrics -> training / photos / studio -> entry points ->
+tools (userstudy) -> scripts and the benchmarks package (one layer: a script may import benchmarks, benchmarks never
+a script).
 
 Every import of a project module in the tree is read from the source (ast, nothing is imported) and its layer
 compared with the importing module's: a module may import its own layer and the layers below, never above.
@@ -12,8 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ("train", "test", "evaluate", "infer")
-LAYERS = {"utils": 0, "data": 1, "models": 2, "losses": 3, "metrics": 3, "training": 4, "photos": 4,
+ENTRY_POINTS = ("train", "test", "evaluate", "infer", "app")
+LAYERS = {"utils": 0, "data": 1, "models": 2, "losses": 3, "metrics": 3, "training": 4, "photos": 4, "studio": 4,
           **dict.fromkeys(ENTRY_POINTS, 5), "userstudy": 6, "scripts": 7, "benchmarks": 7}
 
 
@@ -38,8 +38,8 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
 
 def source_files() -> list[Path]:
     files = [ROOT / f"{name}.py" for name in ENTRY_POINTS]
-    for package in ("utils", "data", "models", "losses", "metrics", "training", "photos", "userstudy", "scripts",
-                    "benchmarks"):
+    for package in ("utils", "data", "models", "losses", "metrics", "training", "photos", "studio", "userstudy",
+                    "scripts", "benchmarks"):
         files += sorted((ROOT / package).glob("*.py"))
     return files
 
@@ -58,6 +58,13 @@ def test_no_script_imports_another_script():
     wrong = [f"{path.relative_to(ROOT)}:{line} imports {name}"
              for path in sorted([*(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
              for line, name in project_imports(path) if name.split(".")[0] == "scripts"]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_entry_point_imports_another():
+    """What two entry points share lives in a library module (infer.py's pose sequences, app.py's renders)."""
+    wrong = [f"{name}.py:{line} imports {imported}" for name in ENTRY_POINTS
+             for line, imported in project_imports(ROOT / f"{name}.py") if imported.split(".")[0] in ENTRY_POINTS]
     assert not wrong, "\n".join(wrong)
 
 

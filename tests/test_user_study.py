@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -26,6 +25,7 @@ import pytest
 from data.annotations import read_annotations, write_annotations, write_pairs
 from data.datasets import generated_image_name
 from scripts import user_study
+from tests.browser import browser_paths, headless_chrome
 from userstudy import study as us
 from utils.cli import run_main
 
@@ -371,20 +371,6 @@ def test_build_best_of_errors(best_of_inputs):
 
 # ------------------------------------------------------------------------------- the page in headless Chromium
 
-def browser_paths() -> tuple[str, str]:
-    """(chromium, chromedriver); skips locally, fails under CI, when either or selenium is missing."""
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    missing = [what for what, ok in (("chromium", chromium), ("chromedriver (Debian: chromium-driver)", driver),
-                                     ("the selenium package", importlib.util.find_spec("selenium"))) if not ok]
-    if missing:
-        reason = f"the headless browser test needs {', '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; .ci/run installs them")
-        pytest.skip(reason + " (apt-get install chromium chromium-driver; pip install selenium)")
-    return chromium, driver
-
-
 def test_browser_test_fails_under_ci_and_skips_elsewhere_without_chromium(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setenv("CI", "true")
@@ -397,19 +383,8 @@ def test_browser_test_fails_under_ci_and_skips_elsewhere_without_chromium(monkey
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    chromium, chromedriver = browser_paths()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     downloads = tmp_path_factory.mktemp("downloads")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver = headless_chrome(downloads)
     driver.downloads = downloads
     yield driver
     driver.quit()

@@ -36,6 +36,7 @@ import torch
 from data.pose import JOINT_NAMES
 from studio.session import Session, Studio, default_threads, load_studio
 from utils.cli import positive_int, run_main
+from utils.distributed import parse_device
 from utils.errors import InputError
 
 try:
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a joint-stage checkpoint (default: the last of runs/demo/joint/checkpoints)")
     p.add_argument("--data-root", default=None, help="the dataset of the galleries (default: the checkpoint's)")
     p.add_argument("--port", type=positive_int, default=7860)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch's CPU threads (default: all cores but one, left to the browser and the server)")
     p.add_argument("--gallery", type=positive_int, default=24, help="test people (and test poses) shown")
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if gr is None:
         raise InputError("the app needs Gradio: `make app` installs it (or pip install -r requirements-app.txt)")
+    parse_device(args.device)  # a device this host lacks is a command-line error, not a page
     torch.set_num_threads(args.threads or default_threads())
     with tempfile.TemporaryDirectory(prefix="spgnet-app-") as workdir:
         # Gradio's copies of the pictures and uploads go here too, and are gone when the app stops

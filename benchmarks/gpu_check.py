@@ -57,6 +57,7 @@ from metrics.openpose import SCALES
 from metrics.protocols import PROTOCOLS, get_protocol
 from utils.cli import run_main
 from utils.config import Config, load_config
+from utils.distributed import parse_device
 from utils.errors import InputError
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, read_image, write_image, write_json, write_text
@@ -312,7 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available")
     ensure_writable_folder(args.out)

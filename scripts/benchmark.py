@@ -45,6 +45,7 @@ from benchmarks.inputs import MODES
 from benchmarks.report import markdown, profile_table
 from benchmarks.suite import SECTIONS, run
 from utils.cli import run_main
+from utils.distributed import parse_device
 from utils.errors import InputError
 from utils.io import write_json
 
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/deepfashion.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--quick", action="store_true",
                    help="tiny widths (configs/unit_test/tiny.yaml), 128x64, 1 warm-up + 2 timed iterations, "
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available")
     threads = torch.get_num_threads()

@@ -33,6 +33,7 @@ import torch
 from benchmarks.metrics import TIMED, metric_inputs, metric_models, time_distance, time_metrics, time_skimage_loop
 from metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from utils.cli import run_main
+from utils.distributed import parse_device
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Protocol]:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, protocol = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = parse_device(args.device)
     inputs = metric_inputs(args.pool, args.height, args.width, device)
     counts = {m: min(args.openpose_images if m == "pckh" else args.measure, args.pairs) for m in args.chosen}
     batch_sizes = {m: args.openpose_batch if m == "pckh" else args.batch_size for m in args.chosen}

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="published",
                    help="path of body_pose_model.pth, 'published' (the torch hub cache) or 'random' (tests only)")
     p.add_argument("--batch-size", type=int, default=8, help="images per network call")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--boxsize", type=int, default=BOXSIZE, help="PATN: 368 (other values are not the protocol)")
     p.add_argument("--scales", type=parse_scales, default=SCALES, help="PATN: 0.5,1,1.5,2")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

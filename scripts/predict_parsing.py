@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="loader processes (default: data.num_workers)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace existing parsing maps")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 

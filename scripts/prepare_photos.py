@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keypoints", choices=KEYPOINT_BACKENDS, default="openpose")
     p.add_argument("--keypoint-weights", default="published", help="OpenPose's: published, a path, or random")
     p.add_argument("--parser-weights", default="published", help="SCHP's: published, a path, or random")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     return p.parse_intermixed_args(argv)
 
 

@@ -34,6 +34,7 @@ from photos.inputs import read_photo, stamp
 from studio.gallery import Person, PhotoEstimators, test_gallery
 from utils import checkpoint as ck
 from utils.config import Config, config_from_dict
+from utils.distributed import parse_device
 from utils.errors import InputError
 
 DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "runs" / "demo" / "joint" / "checkpoints"  # make demo's
@@ -283,7 +284,7 @@ def load_studio(checkpoint: Path | None, workdir: Path, device: str | None = Non
     saved = ck.load_checkpoint(path)
     cfg = config_from_dict(saved["config"], origin=f"the config saved in {path}")
     cfg.model.flow.source = "net"  # edited poses have no precomputed flow: the flow module computes it
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = parse_device(device)
     pipe = load_pipeline(cfg, saved, path, torch_device)
     try:
         people, poses = test_gallery(cfg, Path(data_root or cfg.data.root), gallery)

@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 PHOTOS := $(VENV)/.photos-installed
 APP    := $(VENV)/.app-installed
 MEDIAPIPE := mediapipe==0.10.21
+# pytest processes: each test runs torch on one thread (tests/conftest.py), so one process per core
+TEST_WORKERS ?= 2
 
 .PHONY: test test-fast demo lint venv photos app clean-demo
 
@@ -30,12 +32,12 @@ photos: $(PHOTOS)
 
 test: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # the edit loop: everything but the tests marked slow (learning, training subprocesses, torchrun, SIGKILL)
 test-fast: $(STAMP) $(PHOTOS) $(APP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""Readers and writers for the release's keypoint and pair CSVs (DESIGN.md section 2), spelled exactly as the
+"""Readers and writers for the release's keypoint and pair CSVs (docs/data.md#layout), spelled exactly as the
 PATN/GFLA release of DeepFashion and Market-1501 spells them:
 
     name:keypoints_y:keypoints_x
@@ -13,7 +13,7 @@ paths relative to the split's folder: an absolute name or one with a '..' part (
 the dataset) is such an error. A pair listed twice is generated and scored once: the repeats are dropped, with a
 note naming their lines (the published scripts score each generated file once, whatever the list).
 
-Range (DESIGN.md section 3, keypoint validity): a present joint may lie outside the frame only within a
+Range (docs/design.md#keypoint-validity): a present joint may lie outside the frame only within a
 margin, a fraction of the image side beyond each border (default 0.5: limbs cut by the crop); beyond it, or a
 NaN/inf coordinate, is an AnnotationError naming the file, the line and the joint.
 """

@@ -1,4 +1,4 @@
-"""The pair dataset over the release layout (DESIGN.md section 2): one sample per (source, target) pair of the
+"""The pair dataset over the release layout (docs/data.md#layout): one sample per (source, target) pair of the
 pairs CSV, with images, keypoints, pose maps, one-hot parsing and, optionally, flow targets.
 
     root/<image_dir>/<name>.jpg                        RGB images, all of image_size (H, W)
@@ -11,7 +11,7 @@ A pair's own files (flow, predicted parsing, generated image) are named `pair_st
 folders of the image names kept. Every file the pairs need is checked at construction -- present, one per name,
 and complete (a JPEG's end-of-image marker, a PNG's IEND chunk, an npz's end record, from two small reads per
 file) -- and all missing or incomplete ones are reported in one error, so a broken download fails in seconds
-rather than hours into a run. The keypoints are checked there too (DESIGN.md section 3, keypoint validity): every
+rather than hours into a run. The keypoints are checked there too (docs/design.md#keypoint-validity): every
 present joint within `keypoint_margin` of the frame (an error naming the file, line and joint otherwise), and every
 source and target a usable pose (at least 4 present joints and a torso): pairs with an unusable pose are refused,
 naming them, or dropped with invalid_poses="skip".

@@ -27,7 +27,7 @@ LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10)
 # joint index of the mirror-image joint: what a horizontal flip turns each joint into
 FLIP_JOINTS = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
 
-# DESIGN.md section 3, keypoint validity: a usable pose has at least 4 present joints and a torso
+# Keypoint validity (docs/design.md#keypoint-validity): a usable pose has at least 4 present joints and a torso
 MIN_PRESENT_JOINTS = 4
 NECK = 1
 HIPS = (8, 11)

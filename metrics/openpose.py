@@ -1,5 +1,5 @@
 """The CMU OpenPose COCO body model (Cao et al., CVPR 2017) and PATN's keypoint extraction, the estimator behind
-PCKh (DESIGN.md section 6).
+PCKh (docs/design.md#the-published-metric-scripts).
 
 Network, as caffe's `models/pose/coco/pose_deploy_linevec.prototxt` (18 parts):
 - VGG19 conv1_1 .. conv4_2 (3x3 convolutions, each followed by ReLU; 2x2 max-pools after conv1_2, conv2_2 and conv3_4:

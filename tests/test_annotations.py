@@ -149,7 +149,8 @@ def test_range_check_names_file_line_and_image(tmp_path):
 
 @pytest.mark.parametrize(("axis", "side"), [(0, 256), (1, 176)])
 def test_range_margin_is_half_the_side_beyond_each_border(tmp_path, axis, side):
-    """DESIGN.md section 3: a present joint may lie beyond a border by up to half the image side (by default)."""
+    """Keypoint validity (docs/design.md): a present joint may lie beyond a border by up to half the image side (by
+    default)."""
     inside = np.stack([YS, XS], axis=1)
     low, high = -side // 2, side - 1 + side // 2  # the outermost allowed integer coordinates, by hand
     for value, ok in ((low, True), (low - 1, False), (high, True), (high + 1, False), (5000, False)):

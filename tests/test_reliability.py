@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 14): one test per cause found by the probe of the entry points.
+"""Nothing lost, nothing silently wrong: one test per cause found by the probe of the entry points.
 
 Outputs: test.py and infer.py into a read-only folder and onto a "full disk" (a file-size limit, RLIMIT_FSIZE,
 with SIGXFSZ ignored so that a write fails with EFBIG instead of killing the process) exit 2 naming the path;
@@ -327,8 +327,9 @@ def test_nan_joint_in_a_pose_json_is_named_at_load(tmp_path):
 
 
 def test_infer_refuses_a_target_joint_beyond_the_margin(world, tmp_path):
-    """DESIGN.md's keypoint rule holds in infer.py too: a joint more than half the side beyond the frame is an
-    error naming the pose and joint, not a silently dropped joint; one within the margin is used."""
+    """The keypoint rule of docs/design.md#keypoint-validity holds in infer.py too: a joint more than half the side
+    beyond the frame is an error naming the pose and joint, not a silently dropped joint; one within the margin is
+    used."""
     pose = [[30.0 + 4 * j, 20.0 + j] for j in range(18)]  # every joint inside the 128x64 frame
     inside = tmp_path / "inside.json"
     inside.write_text(json.dumps(pose[:3] + [[-60.0, 20.0]] + pose[4:]))  # -60 >= -0.5 * 128: within the margin

@@ -579,12 +579,17 @@ class Rendering:
     figure: Figure
 
 
-def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
-    """Rasterise each part by inverse-mapping the pixel centres of its image bounding box into its frame."""
+def _local_coordinates(aff: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres (xs, ys) -> the part-local (u, v) of the (2,3) local -> image affine `aff`."""
+    inv = np.linalg.inv(np.vstack([aff, [0.0, 0.0, 1.0]]))[:2]
+    return inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2], inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+
+
+def part_map(specs: list[PartSpec], fig: Figure) -> np.ndarray:
+    """(H,W) uint8 index into PARTS + 1 of the part each pixel shows (0 background): every part inside-tests the
+    pixel centres of its image bounding box, inverse-mapped into its frame, in painter's order."""
     h, w = fig.height, fig.width
-    canvas = backdrop.astype(np.float32).copy()
     parts = np.zeros((h, w), np.uint8)
-    specs = part_specs(app)
     for p in fig.order:
         spec, aff = specs[p], fig.affines[p]
         u0, u1, v0, v1 = spec.bounds
@@ -594,32 +599,38 @@ def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
         if x0 > x1 or y0 > y1:
             continue
         ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
-        inv = np.linalg.inv(np.vstack([aff, [0.0, 0.0, 1.0]]))[:2]
-        u = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]  # (h', w') local coordinates of pixel centres
-        v = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-        mask = spec.inside(u, v)
-        if not mask.any():
-            continue
-        canvas[y0 : y1 + 1, x0 : x1 + 1][mask] = spec.texture(u[mask], v[mask])
-        parts[y0 : y1 + 1, x0 : x1 + 1][mask] = p + 1
+        parts[y0 : y1 + 1, x0 : x1 + 1][spec.inside(*_local_coordinates(aff, xs, ys))] = p + 1
+    return parts
+
+
+def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
+    """The part map, then each pixel coloured by the texture of the part it shows, at its local coordinates."""
+    specs = part_specs(app)
+    parts = part_map(specs, fig)
+    canvas = backdrop.astype(np.float32).copy()
+    for p in np.unique(parts)[1:].astype(int) - 1:  # only the parts left in sight
+        ys, xs = np.nonzero(parts == p + 1)
+        canvas[ys, xs] = specs[p].texture(*_local_coordinates(fig.affines[p], xs, ys))
     labels = np.concatenate([[0], part_labels(app)]).astype(np.uint8)[parts]
     image = np.clip(np.floor(canvas + 0.5), 0, 255).astype(np.uint8)
     return Rendering(image=image, labels=labels, parts=parts, figure=fig)
 
 
-def correspondence(src: Rendering, tgt: Rendering) -> tuple[np.ndarray, np.ndarray]:
-    """Exact target->source flow (2,H,W) float32 (x, y) and visibility (H,W) uint8.
+def correspondence(src_fig: Figure, src_parts: np.ndarray, tgt_fig: Figure,
+                   tgt_parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact target->source flow (2,H,W) float32 (x, y) and visibility (H,W) uint8 of two posed figures of one
+    identity and their part maps (`part_map`).
 
     A target pixel x on part p comes from source position A_src,p(A_tgt,p^-1(x)). It is visible (0) when that
     position lies inside the frame and its nearest source pixel shows part p; otherwise invisible (1).
     Target background is 2 with zero flow.
     """
-    h, w = tgt.parts.shape
-    inv_t = np.linalg.inv(np.concatenate([tgt.figure.affines, np.tile([[[0.0, 0.0, 1.0]]], (len(PARTS), 1, 1))],
+    h, w = tgt_parts.shape
+    inv_t = np.linalg.inv(np.concatenate([tgt_fig.affines, np.tile([[[0.0, 0.0, 1.0]]], (len(PARTS), 1, 1))],
                                          axis=1))
-    maps = np.einsum("pij,pjk->pik", src.figure.affines, inv_t)  # (P,2,3): target pixel -> source pixel
-    ys, xs = np.nonzero(tgt.parts)
-    part = tgt.parts[ys, xs].astype(np.int64)  # (n,) in 1..P
+    maps = np.einsum("pij,pjk->pik", src_fig.affines, inv_t)  # (P,2,3): target pixel -> source pixel
+    ys, xs = np.nonzero(tgt_parts)
+    part = tgt_parts[ys, xs].astype(np.int64)  # (n,) in 1..P
     m = maps[part - 1]  # (n,2,3)
     sx = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]
     sy = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
@@ -629,7 +640,7 @@ def correspondence(src: Rendering, tgt: Rendering) -> tuple[np.ndarray, np.ndarr
     ri = np.clip(np.floor(sy + 0.5), 0, h - 1).astype(np.int64)
     rj = np.clip(np.floor(sx + 0.5), 0, w - 1).astype(np.int64)
     vis = np.full((h, w), 2, np.uint8)
-    vis[ys, xs] = np.where(inside & (src.parts[ri, rj] == part), 0, 1)
+    vis[ys, xs] = np.where(inside & (src_parts[ri, rj] == part), 0, 1)
     return flow, vis
 
 
@@ -689,7 +700,7 @@ def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str
     for i, src in enumerate(renders):
         for j, tgt in enumerate(renders):
             if i != j:
-                flow, vis = correspondence(src, tgt)
+                flow, vis = correspondence(src.figure, src.parts, tgt.figure, tgt.parts)
                 save_npz(root / f"{split}_flow" / f"{stems[i]}___{stems[j]}.npz", flow=flow.astype(np.float16),
                          vis=vis)
     return names, [keypoints(r.figure) for r in renders]

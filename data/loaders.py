@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from data.datasets import PairDataset
+from data.flow_pairs import RenderedFlowPairs
 from data.parsing import label_merge
 from utils.config import Config
 
@@ -44,6 +45,15 @@ def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_fl
         invalid_poses=d.invalid_poses,
         max_pairs=max_pairs if max_pairs is not None else (d.max_train_pairs if split == "train" else d.max_test_pairs),
     )
+
+
+def build_rendered_flow_pairs(cfg: Config) -> RenderedFlowPairs:
+    """Stage 0's training pairs under data.flow_pairs=rendered: the training people of the synthetic dataset at
+    data.root in fresh poses (data.flow_pairs)."""
+    d, p = cfg.data, cfg.pose
+    return RenderedFlowPairs(d.root, d.rendered_pairs, tuple(d.image_size), heatmap=p.heatmap, sigma=p.sigma,
+                             radius=p.radius, kappa=p.kappa, encode_pose=not (p.encode_on_device or p.learnable_kappa),
+                             limbs=p.limbs)
 
 
 def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,

@@ -13,17 +13,23 @@ A_tgt,p^-1(x), which the source pose shows at A_src,p(A_tgt,p^-1(x)).
 
 The output follows the release layout of DESIGN.md section 2 (images, annotation and pair CSVs, CIHP parsing
 maps) plus `{split}_flow/<from-stem>___<to-stem>.npz` with `flow` (2,H,W) float16 target->source offsets (x, y)
-and `vis` (H,W) uint8 (0 visible, 1 invisible in the source, 2 target background). Everything is seeded from
-(seed, identity, pose), so the files are byte-identical for the same arguments whatever the worker count.
+and `vis` (H,W) uint8 (0 visible, 1 invisible in the source, 2 target background), and `synthetic.json`, the
+arguments it was made with. Everything is seeded from (seed, identity, pose), so the files are byte-identical for
+the same arguments whatever the worker count.
+
+Beyond the files, `random_pose_pair` draws an endless seeded stream of pairs of the same people in fresh poses,
+and `pose_pair_flow` gives their keypoints and exact flow without drawing an image (data/flow_pairs.py: the flow
+module's training pairs under data.flow_pairs=rendered).
 """
 
 from __future__ import annotations
 
 import colorsys
 import io
+import re
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +40,7 @@ import numpy as np
 
 from data.annotations import write_annotations, write_pairs
 from data.parsing import CIHP_LABELS
-from utils.io import atomic_write, ensure_writable_folder, write_image
+from utils.io import atomic_write, ensure_writable_folder, write_image, write_json
 
 # CIHP label ids of the classes the renderer paints; left/right are the person's sides, as the joints'.
 HAIR, UPPER_CLOTHES, PANTS, SKIRT, FACE = (CIHP_LABELS.index(n) for n in ("hair", "upper-clothes", "pants", "skirt",
@@ -53,6 +59,7 @@ PARTS = ("hair", "neck", "face", "torso_front", "torso_back", "r_upper_arm", "r_
 PART = {name: i for i, name in enumerate(PARTS)}
 VIEWS = ("front", "side", "back")
 JPEG_QUALITY = 95
+MANIFEST = "synthetic.json"  # what generate_dataset was called with, in the dataset folder
 
 
 @dataclass(frozen=True)
@@ -677,6 +684,23 @@ def image_names(style: Style, seed: int, identity: int, poses: list[Pose]) -> li
     return [f"synthid{number:06d}_{k + 1}{pose.view}.jpg" for k, pose in enumerate(poses)]
 
 
+_VIEW_IN_NAME = re.compile(r"_\d+(front|side|back)\.\w+$")
+POSE_CHANGES = ("same view", "side<->front", "front<->back", "side<->back")
+
+
+def pose_change(src: str, tgt: str) -> str | None:
+    """The kind of pose change of a pair of DeepFashion-like synthetic image names (`image_names`): one of
+    POSE_CHANGES, or None when a name carries no view (other datasets, the Market-like names)."""
+    views = [_VIEW_IN_NAME.search(name) for name in (src, tgt)]
+    if None in views:
+        return None
+    a, b = (v.group(1) for v in views)
+    if a == b:
+        return "same view"
+    return {frozenset(("side", "front")): "side<->front", frozenset(("front", "back")): "front<->back",
+            frozenset(("side", "back")): "side<->back"}[frozenset((a, b))]
+
+
 def render_identity(style: Style, seed: int, identity: int, n_poses: int) -> tuple[list[str], list[Rendering]]:
     """All images of one identity; seeded by (seed, identity[, pose]) only, so the order of work is irrelevant."""
     app = sample_appearance(_rng(seed, 1, identity))
@@ -687,6 +711,26 @@ def render_identity(style: Style, seed: int, identity: int, n_poses: int) -> tup
         renders.append(render(app, fig, background(_rng(seed, 4, identity, k), style.height, style.width,
                                                    style.cluttered)))
     return image_names(style, seed, identity, poses), renders
+
+
+def random_pose_pair(style: Style, seed: int, identities: Sequence[int], index: int) -> tuple[Appearance, Pose, Pose]:
+    """Pair `index` of an endless stream of flow-module training pairs: one of `identities` (the people of the
+    dataset made with `seed`) in two fresh poses. Seeded by (seed, index) only."""
+    rng = _rng(seed, 6, index)
+    app = sample_appearance(_rng(seed, 1, int(identities[rng.integers(len(identities))])))
+    return app, sample_pose(rng, style), sample_pose(rng, style)
+
+
+def pose_pair_flow(style: Style, app: Appearance, source: Pose,
+                   target: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One identity in two poses, with no image drawn -> keypoints (2,18,2) int64 (y, x) of source and target (-1
+    missing, as `keypoints`), the exact target->source flow (2,H,W) float32 and visibility (H,W) uint8
+    (`correspondence`)."""
+    specs = part_specs(app)
+    figs = [pose_figure(app, pose, style.height, style.width) for pose in (source, target)]
+    src_parts, tgt_parts = (part_map(specs, fig) for fig in figs)
+    flow, vis = correspondence(figs[0], src_parts, figs[1], tgt_parts)
+    return np.stack([keypoints(fig) for fig in figs]), flow, vis
 
 
 def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str], list[np.ndarray]]:
@@ -746,5 +790,7 @@ def generate_dataset(out: str | Path, style: str = "deepfashion", identities: in
         write_pairs(root / st.pairs_file.format(split=split), pairs)
         counts[f"{split}_identities"] = sum(t[5] == split for t in tasks)
         counts[f"{split}_images"], counts[f"{split}_pairs"] = len(annotations), len(pairs)
+    write_json(root / MANIFEST, {"style": style, "identities": identities, "poses": poses, "seed": seed,
+                                 "test_fraction": test_fraction})
     counts["seconds"] = time.time() - started
     return counts

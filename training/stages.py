@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from data.loaders import build_dataset
+from data.loaders import build_dataset, build_rendered_flow_pairs
 from data.parsing import num_labels
 from data.visual import to_uint8_tensor
 from losses import build_loss
@@ -239,8 +239,11 @@ class FlowStage:
         if self.cfg.data.target_augment:
             raise ConfigError("key 'data.target_augment' = true applies to the joint stage (it moves the target but "
                               "not its flow file); train the flow module with data.target_augment=false")
-        return (build_dataset(self.cfg, "train", with_flow=True, augment=True),
-                build_dataset(self.cfg, "test", with_flow=True))
+        if self.cfg.data.flow_pairs == "rendered":
+            train_set = build_rendered_flow_pairs(self.cfg)
+        else:
+            train_set = build_dataset(self.cfg, "train", with_flow=True, augment=True)
+        return train_set, build_dataset(self.cfg, "test", with_flow=True)
 
     def modules_to_snapshot(self) -> list[nn.Module]:
         return [self.net]

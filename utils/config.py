@@ -50,6 +50,10 @@ class DataConfig:
     pairs_test: str = "fasion-resize-pairs-test.csv"
     parsing_suffix: str = "_parsing"  # parsing maps live in <split_dir><suffix>/<stem>.png
     flow_suffix: str = "_flow"  # flow targets live in <split_dir><suffix>/<from>___<to>.npz
+    # stage 0's training pairs: files (the pairs CSV and its flow files) | rendered (a synthetic dataset's
+    # training people in two fresh poses per pair, drawn by the renderer on the fly: data.flow_pairs)
+    flow_pairs: Literal["files", "rendered"] = "files"
+    rendered_pairs: int = 1_000_000  # flow_pairs=rendered: distinct pairs, one epoch
     label_merge: str | list[int] = "cihp20"  # a preset name from data.parsing.PRESET_MERGES or a list
     num_workers: int = 2
     hflip_prob: float = 0.0  # training-time augmentation, off as in the paper

@@ -161,6 +161,9 @@ class LossConfig:
     # SPATN's cross-entropy per class: none (paper eq. 8) | inverse_sqrt_frequency (thin parts weigh more;
     # the frequencies are counted over the training split's target parsing maps at start)
     ce_class_weights: Literal["none", "inverse_sqrt_frequency"] = "none"
+    # stage 0's flow targets at the coarse scales (losses.flow): all_valid (a cell only when every pixel under
+    # it is visible) | valid_mean (every cell with a visible pixel, on their mean flow, weighted by their share)
+    flow_coarse: Literal["all_valid", "valid_mean"] = "all_valid"
 
 
 @dataclass

@@ -68,7 +68,7 @@ def target_labels(parsing_dir: Path, names: list[str]) -> torch.Tensor:
 def score_batch(net: torch.nn.Module, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Per-pair sums (metrics/flow.py) and, per entry of WARPS, the (B,5) texture correlation and contrast; the
     network's scales as 'hxw', coarse to fine."""
-    out = net(batch["src_pose"], batch["tgt_pose"])
+    out = net(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
     exact, vis = batch["flow"], batch["vis"]
     flows = {"model": out.flow.float(), "exact": exact, "zero": torch.zeros_like(exact)}
     visible = {"model": out.vis_logits.argmax(dim=1) == VISIBLE, "exact": vis == VISIBLE}  # (B,H,W)

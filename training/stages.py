@@ -252,7 +252,7 @@ class FlowStage:
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         batch = add_pose_maps(batch, self.pose_encoder)
         with autocast(self.cfg, self.device):
-            out = self.runner(batch["src_pose"], batch["tgt_pose"])
+            out = self.runner(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
             terms = {"flow_epe": self.losses["flow_epe"]([f.float() for f in out.flows], batch["flow"], batch["vis"]),
                      "visibility": self.losses["visibility"](out.vis_logits.float(), batch["vis"])}
         if guard(terms, "flow"):
@@ -272,7 +272,7 @@ class FlowStage:
         count = 0
         for batch in loader:
             batch = add_pose_maps(to_device(batch, self.device, self.cfg.train.channels_last), self.pose_encoder)
-            out = self.net(batch["src_pose"], batch["tgt_pose"])
+            out = self.net(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
             visible = (batch["vis"] == 0).float()
             n_vis = visible.sum().clamp_min(1)
             epe += float(((out.flow.float() - batch["flow"]).norm(dim=1) * visible).sum() / n_vis)

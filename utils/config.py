@@ -100,6 +100,10 @@ class FlowConfig:
     flow_scale: float = 20.0  # network output x 20, as Intr-Flow
     norm: Norm = "batch"
     start_scale: int = 2  # network release only: the finest prediction is at H / start_scale
+    # beyond the paper (flownet only): the full-resolution flow is a per-pixel choice between the regressed flow
+    # and candidate flows computed from the keypoints, each limb's similarity map and the torso's affine one
+    # (models.flow.limb_flows)
+    limb_flows: bool = False
 
 
 @dataclass
@@ -396,6 +400,9 @@ def validate(cfg: Config) -> None:
     if f.network != "release" and f.start_scale != FlowConfig.start_scale:
         raise ConfigError(f"key 'model.flow.start_scale' = {f.start_scale} applies to model.flow.network = "
                           "'release' only: leave it at its default, or it would be ignored")
+    if f.network == "release" and f.limb_flows:
+        raise ConfigError("key 'model.flow.limb_flows' = true applies to model.flow.network = 'flownet' only: the "
+                          "release flow network reads the pose maps alone")
     if f.network == "release" and f.norm != "batch":
         raise ConfigError(f"key 'model.flow.norm' = {f.norm!r}: the release flow network has batch norm")
     if not cfg.pose.limbs and cfg.pose.learnable_kappa:
@@ -446,7 +453,8 @@ ARCHITECTURE_KEYS = ("data.image_size", "data.label_merge", "pose.learnable_kapp
 
 def architecture_mismatches(saved: dict, current: Config) -> list[str]:
     """'key: saved -> current' for every architecture key on which a checkpoint's config differs."""
-    old, new = flatten(saved), flatten(to_dict(current))
+    # a key the saved config lacks is newer than the checkpoint: it was trained with that key's default
+    old, new = {**flatten(to_dict(Config())), **flatten(saved)}, flatten(to_dict(current))
     keys = sorted(k for k in set(old) | set(new) if any(k == a or k.startswith(a + ".") for a in ARCHITECTURE_KEYS))
     # where the frozen flow comes from, the initialisation and the release generator's noise switch: not shapes
     ignore = {"model.flow.checkpoint", "model.flow.source", "model.init", "model.generator.noise"}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.pose import LIMBS, NUM_LIMBS
+from data.pose import LIMBS
 from models.spatn import conv_norm_relu
 
 # --------------------------------------------------------------------------------------- flow utilities
@@ -81,7 +81,9 @@ def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 # ------------------------------------------------------------------------------------------- limb flows
 
 TORSO_JOINTS = (1, 2, 5, 8, 11)  # neck, right/left shoulder, right/left hip
-NUM_LIMB_FLOWS = 2 * NUM_LIMBS + 1
+MID_HIP = 18  # a virtual joint after the 18: the midpoint of the hips, when both are present
+SEGMENTS = (*LIMBS, (1, MID_HIP))  # the 12 limbs and the torso's axis, neck -> mid-hip
+NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1
 
 
 def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height: int,
@@ -89,34 +91,39 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
     """Candidate target->source flows from the two poses alone: (B,K,2,H,W) in full-resolution pixels and their
     validity (B,K) bool, K = NUM_LIMB_FLOWS. Keypoints (B,18,2) (y, x), -1 missing.
 
-    With points as complex numbers z = x + iy, a limb (a, b) of data.pose.LIMBS in the target and in the source
-    gives the similarity taking the target segment onto the source one, and the same after the mirror image
-    about the target limb's axis (the limb seen from its other side, as between a front and a back view):
+    With points as complex numbers z = x + iy, a segment (a, b) of SEGMENTS (the limbs of data.pose.LIMBS and the
+    torso's axis) in the target and in the source gives the similarity taking the target segment onto the source
+    one, and the same after the mirror image about the target segment's axis (seen from its other side, as
+    between a front and a back view):
 
         r = (b_s - a_s) / (b_t - a_t),  u = (b_t - a_t) / |b_t - a_t|
         S(z) = a_s + r (z - a_t),       S'(z) = a_s + r u^2 conj(z - a_t)
 
     and the torso's affine map, fitted by least squares to the joints of TORSO_JOINTS present in both poses
-    (at least 3; a side view's narrower torso and a back view's mirror image included). Candidate k at pixel z
-    is the flow C_k(z) - z; an invalid one (a joint missing in either pose, a degenerate segment) is zero.
-    Candidates 0..11 are the limbs' similarities, 12..23 their mirror images, 24 the torso's affine map.
+    (at least 3; a back view's mirror image included, and the joints' narrower spread in a side view, which a
+    side view's cloth need not share: the softmax mix of the network can weigh it against the similarity).
+    Candidate k at pixel z is the flow C_k(z) - z; an invalid one (a joint missing in either pose, a degenerate
+    segment) is zero. Candidates 0..12 are the segments' similarities, 13..25 their mirror images, 26 the
+    torso's affine map.
     """
-    kp_s, kp_t = src_keypoints.float().flip(-1), tgt_keypoints.float().flip(-1)  # (B,18,2) (x, y)
+    kp_s, kp_t = (torch.cat([k.float(), k[:, [8, 11]].float().mean(1, keepdim=True)], dim=1).flip(-1)
+                  for k in (src_keypoints, tgt_keypoints))  # (B,19,2) (x, y), the mid-hip appended
     present = (src_keypoints >= 0).all(-1) & (tgt_keypoints >= 0).all(-1)  # (B,18) in both poses
+    present = torch.cat([present, present[:, 8:9] & present[:, 11:12]], dim=1)  # (B,19)
     ys = torch.arange(height, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, height, 1)
     xs = torch.arange(width, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, 1, width)
-    start, end = (torch.tensor(i, device=kp_s.device) for i in zip(*LIMBS))  # (12,) joint indices
-    a_t, d_t = kp_t[:, start], kp_t[:, end] - kp_t[:, start]  # (B,12,2)
+    start, end = (torch.tensor(i, device=kp_s.device) for i in zip(*SEGMENTS))  # (S,) joint indices
+    a_t, d_t = kp_t[:, start], kp_t[:, end] - kp_t[:, start]  # (B,S,2)
     a_s, d_s = kp_s[:, start], kp_s[:, end] - kp_s[:, start]
-    norm = (d_t**2).sum(-1)  # (B,12) |b_t - a_t|^2
-    limb_ok = present[:, start] & present[:, end] & (norm > 1.0)  # a limb shorter than a pixel is degenerate
+    norm = (d_t**2).sum(-1)  # (B,S) |b_t - a_t|^2
+    segment_ok = present[:, start] & present[:, end] & (norm > 1.0)  # shorter than a pixel: degenerate
     norm = norm.clamp_min(1.0)
     r_re = (d_s[..., 0] * d_t[..., 0] + d_s[..., 1] * d_t[..., 1]) / norm  # r = d_s conj(d_t) / |d_t|^2
     r_im = (d_s[..., 1] * d_t[..., 0] - d_s[..., 0] * d_t[..., 1]) / norm
     u2_re, u2_im = (d_t[..., 0] ** 2 - d_t[..., 1] ** 2) / norm, 2 * d_t[..., 0] * d_t[..., 1] / norm
     m_re, m_im = r_re * u2_re - r_im * u2_im, r_re * u2_im + r_im * u2_re  # r u^2
-    dx = xs - a_t[..., 0, None, None]  # (B,12,1,W): z - a_t
-    dy = ys - a_t[..., 1, None, None]  # (B,12,H,1)
+    dx = xs - a_t[..., 0, None, None]  # (B,S,1,W): z - a_t
+    dy = ys - a_t[..., 1, None, None]  # (B,S,H,1)
 
     def flow(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # source points (B,k,H,W) -> flows (B,k,2,H,W)
         return torch.stack([x - xs, y - ys], dim=2)
@@ -138,7 +145,7 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
                   (xs * fit[:, 0, 1, None, None, None] + ys * fit[:, 1, 1, None, None, None]
                    + fit[:, 2, 1, None, None, None]))  # (B,1,2,H,W)
 
-    valid = torch.cat([limb_ok, limb_ok, weight.sum(1, keepdim=True) >= 3], dim=1)  # (B,K)
+    valid = torch.cat([segment_ok, segment_ok, weight.sum(1, keepdim=True) >= 3], dim=1)  # (B,K)
     candidates = torch.cat([similar, mirrored, affine], dim=1)  # (B,K,2,H,W)
     return torch.where(valid[..., None, None, None], candidates, 0.0), valid
 

@@ -9,7 +9,7 @@ import torch
 
 from data.pose import LIMBS
 from data.synthetic import PARTS, STYLES, part_map, part_specs, pose_figure, pose_pair_flow, random_pose_pair
-from models.flow import NUM_LIMB_FLOWS, TORSO_JOINTS, FlowNet, limb_flows
+from models.flow import NUM_LIMB_FLOWS, SEGMENTS, TORSO_JOINTS, FlowNet, limb_flows
 from utils.config import Config, ConfigError, architecture_mismatches, load_config, to_dict
 
 POSE = 30
@@ -25,14 +25,15 @@ def reflect(z: complex, a: complex, b: complex) -> complex:
 def slow_candidates(src: np.ndarray, tgt: np.ndarray, h: int, w: int) -> dict[int, np.ndarray]:
     """{candidate index: (2,h,w) flow} of the valid candidates, pixel by pixel."""
     out = {}
-    both = (src >= 0).all(-1) & (tgt >= 0).all(-1)
-    zs = [complex(x, y) for y, x in src]
-    zt = [complex(x, y) for y, x in tgt]
-    for k, (i, j) in enumerate(LIMBS):
+    both = list((src >= 0).all(-1) & (tgt >= 0).all(-1))
+    both.append(both[8] and both[11])  # the mid-hip
+    zs = [complex(x, y) for y, x in src] + [complex(*src[[8, 11]].mean(0)[::-1])]
+    zt = [complex(x, y) for y, x in tgt] + [complex(*tgt[[8, 11]].mean(0)[::-1])]
+    for k, (i, j) in enumerate([*LIMBS, (1, 18)]):
         if not (both[i] and both[j]) or abs(zt[j] - zt[i]) <= 1:
             continue
         scale_rotate = (zs[j] - zs[i]) / (zt[j] - zt[i])
-        for index, mirror in ((k, False), (k + len(LIMBS), True)):
+        for index, mirror in ((k, False), (k + len(SEGMENTS), True)):
             flow = np.zeros((2, h, w))
             for y in range(h):
                 for x in range(w):
@@ -54,7 +55,7 @@ def test_limb_flows_match_a_per_pixel_loop():
     rng = np.random.default_rng(0)
     h, w = 9, 7
     keypoints = rng.uniform(-2, 10, (2, 2, 18, 2)).astype(np.float32)  # (pose pair, B, 18, 2) (y, x)
-    keypoints[0, 1, [4, 8]] = -1  # a missing wrist (limb 2) and hip (limbs 6, 7 and a torso joint)
+    keypoints[0, 1, [4, 8]] = -1  # a missing wrist (limb 2) and hip (limbs 6, 7, the torso's axis 12, a torso joint)
     keypoints[1, 0, 2] = -1  # a missing right shoulder
     candidates, valid = limb_flows(torch.from_numpy(keypoints[0]), torch.from_numpy(keypoints[1]), h, w)
     assert candidates.shape == (2, NUM_LIMB_FLOWS, 2, h, w) and valid.shape == (2, NUM_LIMB_FLOWS)
@@ -64,7 +65,7 @@ def test_limb_flows_match_a_per_pixel_loop():
         for k in range(NUM_LIMB_FLOWS):
             want = expected.get(k, np.zeros((2, h, w)))
             np.testing.assert_allclose(candidates[b, k].numpy(), want, atol=2e-3, err_msg=f"pair {b} candidate {k}")
-    assert not valid[1, 2] and not valid[1, 6] and not valid[0, 0]
+    assert not valid[1, 2] and not valid[1, 6] and not valid[0, 0] and not valid[1, 12]
 
 
 def test_each_rendered_part_moves_with_its_candidate():
@@ -83,7 +84,7 @@ def test_each_rendered_part_moves_with_its_candidate():
         candidates, valid = limb_flows(torch.from_numpy(kp[:1]), torch.from_numpy(kp[1:]), st.height, st.width)
         for name, limb in [*limb_of.items(), ("torso_front", None), ("torso_back", None)]:
             pixels = (parts == PARTS.index(name) + 1) & (vis == 0)
-            options = [NUM_LIMB_FLOWS - 1] if limb is None else [limb, limb + len(LIMBS)]
+            options = [NUM_LIMB_FLOWS - 1] if limb is None else [limb, limb + len(SEGMENTS)]
             options = [k for k in options if valid[0, k]]
             if pixels.sum() < 20 or not options:
                 continue

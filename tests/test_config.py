@@ -87,6 +87,10 @@ def test_unknown_section_and_override_are_errors(tmp_path):
         ("train.compile=1", "train.compile"),
         ("model.generator.variant=fancy", "model.generator.variant"),
         ("data.image_size=[250, 176]", "data.image_size"),
+        ("loss.visibility_class_weights=[1, 0, 1]", "loss.visibility_class_weights"),
+        ("loss.visibility_class_weights=[1, 1]", "loss.visibility_class_weights"),
+        ("loss.flow_coarse=median", "loss.flow_coarse"),
+        ("data.flow_pairs=disk", "data.flow_pairs"),
     ],
 )
 def test_wrong_types_and_values_name_the_key(override, key):

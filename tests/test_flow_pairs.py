@@ -1,6 +1,6 @@
 """Stage 0's rendered pairs (data.flow_pairs=rendered): the training people of a synthetic set in fresh poses, the
-same pair for the same index, samples shaped like PairDataset's, errors that name the manifest, and train.py's flow
-stage on them."""
+same pair for the same index, samples shaped like PairDataset's, errors that name the manifest; the flow stage's
+data and losses from the config, and train.py's flow stage on rendered pairs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from data.datasets import PairDataset
 from data.flow_pairs import RenderedFlowPairs
 from data.pose import encode_pose
 from data.synthetic import MANIFEST, STYLES, generate_dataset, pose_pair_flow, random_pose_pair, sample_appearance
+from training.stages import FlowStage
 from utils import checkpoint as ck
+from utils.config import load_config
+from utils.distributed import DistInfo
 from utils.errors import InputError
 
 
@@ -67,6 +70,16 @@ def test_bad_folders_name_the_manifest(people: Path, tmp_path: Path) -> None:
         RenderedFlowPairs(tmp_path, 10, (128, 88))
     with pytest.raises(InputError, match="128x88.*256x176"):
         RenderedFlowPairs(people, 10, (256, 176))
+
+
+def test_flow_stage_builds_its_data_and_losses_from_the_config(people: Path) -> None:
+    cfg = load_config("configs/demo.yaml", [f"data.root={people}", "train.stage=flow", "data.flow_pairs=rendered",
+                                            "loss.flow_coarse=valid_mean", "loss.visibility_class_weights=[2, 4, 1]"])
+    stage = FlowStage(cfg, DistInfo())
+    train_set, test_set = stage.datasets()
+    assert isinstance(train_set, RenderedFlowPairs) and isinstance(test_set, PairDataset)
+    assert stage.losses["flow_epe"].coarse == "valid_mean"
+    assert stage.losses["visibility"].class_weights.tolist() == [2.0, 4.0, 1.0]
 
 
 @pytest.mark.slow

@@ -229,7 +229,8 @@ class FlowStage:
             net = convert_sync_batchnorm(net, device)
         self.net = net.to(device)
         self.losses = {"flow_epe": build_loss("flow_epe", coarse=cfg.loss.flow_coarse).to(device),
-                       "visibility": build_loss("visibility").to(device)}
+                       "visibility": build_loss("visibility",
+                                                class_weights=cfg.loss.visibility_class_weights).to(device)}
         self.weights = dataclasses.asdict(cfg.loss.weights)
         self.opt = make_adam(self.net.parameters(), t.lr, t.betas, device)
         self.optimizers = {"flow": self.opt}

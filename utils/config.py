@@ -168,6 +168,10 @@ class LossConfig:
     # stage 0's flow targets at the coarse scales (losses.flow): all_valid (a cell only when every pixel under
     # it is visible) | valid_mean (every cell with a visible pixel, on their mean flow, weighted by their share)
     flow_coarse: Literal["all_valid", "valid_mean"] = "all_valid"
+    # stage 0's visibility cross-entropy per class (visible, invisible, background); None: 1 each. The
+    # background is most of an image, so unweighted the thin classes lose: the generator then drops the warped
+    # source wherever visible body is called background
+    visibility_class_weights: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -393,6 +397,9 @@ def validate(cfg: Config) -> None:
     if layer_weights is not None and len(layer_weights) != len(cfg.loss.perceptual_layers):
         raise ConfigError(f"key 'loss.perceptual_layer_weights' has {len(layer_weights)} values for "
                           f"{len(cfg.loss.perceptual_layers)} loss.perceptual_layers")
+    if cfg.loss.visibility_class_weights is not None and min(cfg.loss.visibility_class_weights) <= 0:
+        raise ConfigError(f"key 'loss.visibility_class_weights' = {list(cfg.loss.visibility_class_weights)} must "
+                          "be positive")
     for key, value in {"loss.d_scale": cfg.loss.d_scale, "train.weight_decay_d": t.weight_decay_d}.items():
         if value < 0:
             raise ConfigError(f"key '{key}' = {value} must not be negative")

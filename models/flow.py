@@ -198,9 +198,11 @@ class FlowNet(nn.Module):
         )
         self.flow_heads = nn.ModuleList(nn.Conv2d(ch, 2, 3, padding=1) for ch in widths)
         self.vis_head = nn.Conv2d(widths[0], 3, 3, padding=1)
-        # limb_flows: logits of a per-pixel choice between the regressed flow and the NUM_LIMB_FLOWS candidates;
-        # zero at first, an even mix
-        self.choice_head = nn.Conv2d(widths[0], 1 + NUM_LIMB_FLOWS, 3, padding=1) if limb_flows else None
+        # limb_flows: logits of a per-pixel choice between the regressed flow and the NUM_LIMB_FLOWS candidates,
+        # from the finest decoder features and the target's pose maps (which limb a pixel lies on is what the
+        # limb distance maps say directly); zero at first, an even mix
+        self.choice_head = (nn.Conv2d(widths[0] + pose_channels, 1 + NUM_LIMB_FLOWS, 3, padding=1) if limb_flows
+                            else None)
         if self.choice_head is not None:
             nn.init.zeros_(self.choice_head.weight)
             nn.init.zeros_(self.choice_head.bias)
@@ -245,7 +247,8 @@ class FlowNet(nn.Module):
             scale = r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1)
             flows.append(r * scale)  # (B,2,h,w) in this scale's pixels
         if self.choice_head is not None:  # level 0 is at full resolution
-            flows[-1] = self.choose(flows[-1], self.choice_head(feat), src_keypoints, tgt_keypoints)
+            logits = self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
+            flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
 
     @staticmethod

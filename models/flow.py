@@ -84,6 +84,10 @@ TORSO_JOINTS = (1, 2, 5, 8, 11)  # neck, right/left shoulder, right/left hip
 MID_HIP = 18  # a virtual joint after the 18: the midpoint of the hips, when both are present
 SEGMENTS = (*LIMBS, (1, MID_HIP))  # the 12 limbs and the torso's axis, neck -> mid-hip
 NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1
+# The choice's logits are its head's output times this gain. A crisp choice between neighbouring limbs needs
+# logit gaps of several units, and a few hundred Adam steps move a weight by well under one: without the gain,
+# the mix stays soft and averages the candidates of neighbouring limbs.
+CHOICE_GAIN = 10.0
 
 
 def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height: int,
@@ -247,7 +251,7 @@ class FlowNet(nn.Module):
             scale = r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1)
             flows.append(r * scale)  # (B,2,h,w) in this scale's pixels
         if self.choice_head is not None:  # level 0 is at full resolution
-            logits = self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
+            logits = CHOICE_GAIN * self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
             flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
 

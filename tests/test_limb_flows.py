@@ -111,7 +111,7 @@ def test_flownet_full_resolution_flow_is_the_chosen_candidate():
     for k in (3, 15, NUM_LIMB_FLOWS - 1):
         with torch.no_grad():
             net.choice_head.bias.fill_(0.0)
-            net.choice_head.bias[1 + k] = 60.0  # the softmax puts all its weight on candidate k
+            net.choice_head.bias[1 + k] = 6.0  # x CHOICE_GAIN: the softmax puts all its weight on candidate k
         out = net(src_pose, tgt_pose, src_kp, tgt_kp)
         torch.testing.assert_close(out.flow, candidates[:, k])
         assert out.flows[-1] is out.flow and out.flow.shape == (2, 2, 24, 16)

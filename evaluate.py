@@ -19,55 +19,54 @@ paper's Tables 1-2), patn (PATN's SSIM / Mask-SSIM / PCKh), gfla (GFLA's script/
 script, on keypoints of the generated images from --pred-keypoints, --pose-estimator, or else the built-in OpenPose
 COCO body model with PATN's extraction (metrics/openpose.py; written to <out>/pred-keypoints.csv).
 Our own measures, in the clean protocol only (no published script computes them): the per-part colour error of
-metrics/colour.py over the target's ground-truth parsing (by default whenever the test split has parsing maps),
-and, given --pred-parsing (test.py --parsing's parsing_labels/ folder, labels in data.label_merge's ids), parsing
-pixel accuracy and mIoU over the classes present in the ground truth (metrics/parsing.py).
+metrics/colour.py and the per-part texture correlation of metrics/texture.py over the target's ground-truth
+parsing (both by default whenever the test split has parsing maps), and, given --pred-parsing (test.py --parsing's
+parsing_labels/ folder, labels in data.label_merge's ids), parsing pixel accuracy and mIoU over the classes
+present in the ground truth (metrics/parsing.py).
 
 Writes to --out (default: next to --generated, `metrics/`; checked for writability before any metric is
-computed): metrics.json, metrics.csv, per_image.csv (each atomically), and the markdown table to stdout, each
-naming the protocol of every metric. --weights random uses randomly initialised
-Inception/AlexNet/OpenPose networks (offline tests and the demo); such values are labelled RANDOM-INIT everywhere
-and are not comparable to published numbers.
+computed, as is the FID cache folder): metrics.json, metrics.csv, per_image.csv (together: all three replaced
+or none), and the markdown table to stdout, each naming the protocol of every metric. --weights random uses
+randomly initialised Inception/AlexNet/OpenPose networks (offline tests and the demo); such values are labelled
+RANDOM-INIT everywhere and are not comparable to published numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data.annotations import read_annotations, read_pairs
-from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_name, stem
-from data.parsing import NUM_CIHP, check_merge, label_merge, num_classes
+from data.datasets import GENERATED_FORMATS, GENERATED_NAMES
+from data.parsing import check_merge, label_merge, num_classes
 from metrics import estimators, openpose, table
-from metrics.colour import WITHIN_LEVELS, part_colour_errors
-from metrics.colour import summarise as colour_summary
-from metrics.fid import NETWORKS, InceptionFeatures, RunningMoments, default_cache_dir, frechet_distance
-from metrics.fid import real_statistics as fid_real_statistics
-from metrics.files import crop_square_fashion, kept_mask, read_image, write_release_crops
+from metrics.accumulators import (
+    Accumulator,
+    ColourAccumulator,
+    FIDAccumulator,
+    LPIPSAccumulator,
+    ParsingAccumulator,
+    PCKhAccumulator,
+    SSIMAccumulator,
+    TextureAccumulator,
+)
+from metrics.fid import NETWORKS, InceptionFeatures, default_cache_dir, real_statistics
+from metrics.files import write_release_crops
 from metrics.lpips import LPIPSMetric
-from metrics.masks import pose_masks
-from metrics.parsing import confusion_matrix, parsing_scores
-from metrics.pckh import pckh_counts, pckh_score
+from metrics.pairs import EvaluationError, Pair, PairImages, find_pairs, kept_by_script, on_device, target_keypoints
 from metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from utils.cli import non_negative_int, positive_int, run_main
-from utils.config import load_config
-from utils.errors import InputError
+from utils.config import Config, load_config
 from utils.io import ensure_writable_folder
-from utils.io import read_image as read_image_file
 
-SHOW_MISSING = 10  # how many missing names an error lists
-
-
-class EvaluationError(InputError):
-    """Inputs that cannot be evaluated as asked (missing images, keypoints, wrong options)."""
+SCRIPT_BATCHED = ("fid", "lpips", "mlpips")  # the metrics a published script computes on whole batches only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,19 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------ inputs
 
 
-@dataclass
-class Pair:
-    generated: str  # file name in --generated
-    source: str
-    target: str
-
-
 def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protocol, has_target_parsing: bool = False
                    ) -> tuple[str, ...]:
     """--metrics, or the paper's set for the dataset restricted to what the protocol defines; the default runs PCKh
     only on given keypoints or estimator (the built-in OpenPose is slow on a CPU, so it runs when --metrics names
-    pckh), and adds our colour error where the protocol defines it (clean) and the test split has parsing maps,
-    and parsing accuracy where --pred-parsing is given. A metric the protocol lacks is a ProtocolError."""
+    pckh), and adds our colour error and texture correlation where the protocol defines them (clean) and the test
+    split has parsing maps, and parsing accuracy where --pred-parsing is given. A metric the protocol lacks is a
+    ProtocolError."""
     has_keypoints = args.pred_keypoints is not None or args.pose_estimator is not None
     if args.pred_keypoints and args.pose_estimator:
         raise EvaluationError("give --pred-keypoints or --pose-estimator, not both")
@@ -143,7 +136,7 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
             print("note: PCKh skipped (name it in --metrics to run the built-in OpenPose, or give "
                   "--pred-keypoints CSV or --pose-estimator)", file=sys.stderr)
             chosen = tuple(m for m in chosen if m != "pckh")
-        chosen += ("colour",) * (has_target_parsing and protocol.colour is not None)
+        chosen += ("colour", "texture") * (has_target_parsing and protocol.colour is not None)
         chosen += ("parsing",) * (args.pred_parsing is not None)  # asked for: under release etc. an error below
     else:
         chosen = table.parse_metrics(args.metrics)
@@ -152,131 +145,44 @@ def select_metrics(args: argparse.Namespace, dataset_name: str, protocol: Protoc
     if "parsing" in chosen and args.pred_parsing is None:
         raise EvaluationError("parsing accuracy needs predicted label maps: pass --pred-parsing DIR "
                               "(test.py --parsing writes them to <out>/parsing_labels)")
-    if ("colour" in chosen or "parsing" in chosen) and not has_target_parsing:
-        raise EvaluationError("the colour error and parsing accuracy need the test split's ground-truth parsing "
-                              "maps (data.test_dir + data.parsing_suffix), which this dataset lacks")
+    if any(m in chosen for m in ("colour", "texture", "parsing")) and not has_target_parsing:
+        raise EvaluationError("the colour error, texture correlation and parsing accuracy need the test split's "
+                              "ground-truth parsing maps (data.test_dir + data.parsing_suffix), which this dataset "
+                              "lacks")
     return chosen
 
 
-def find_pairs(pairs: list[tuple[str, str]], generated: Path, allow_missing: bool, names: str = "ours",
-               fmt: str = "png") -> tuple[list[Pair], list[str]]:
-    """Pairs whose generated image exists; missing ones are an error unless allow_missing."""
-    present = {p.name for p in generated.iterdir()}
-    items = [Pair(generated_image_name(s, t, names, fmt), s, t) for s, t in pairs]
-    missing = [p.generated for p in items if p.generated not in present]
-    if missing:
-        shown = ", ".join(missing[:SHOW_MISSING]) + (" ..." if len(missing) > SHOW_MISSING else "")
-        message = f"{len(missing)} of {len(items)} generated images are missing in {generated}: {shown}"
-        if not allow_missing:
-            raise EvaluationError(message + " (run test.py on all test pairs, or pass --allow-missing)")
-        print(f"warning: {message}; evaluating the other {len(items) - len(missing)}", file=sys.stderr)
-    found = [p for p in items if p.generated in present]
-    if not found:
-        raise EvaluationError(f"none of the {len(items)} test pairs has a generated image in {generated}")
-    return found, missing
+@dataclass
+class Run:
+    """One evaluation's inputs, resolved and checked before any image is scored; each metric's accumulator is
+    built from them."""
+
+    args: argparse.Namespace
+    cfg: Config
+    protocol: Protocol
+    chosen: tuple[str, ...]  # the metrics, in table.METRICS order
+    generated: Path
+    out_dir: Path
+    pairs: list[Pair]
+    missing: list[str]  # generated images absent (--allow-missing)
+    targets: np.ndarray  # (N,18,2) the target keypoints
+    crops: Path | None  # the release's crop folder, which its FID and LPIPS read at DeepFashion 256x256
+    kept: dict[str, np.ndarray]  # per SCRIPT_BATCHED metric: (N,) bool, the pairs its script's whole batches score
+    device: torch.device
+
+    @property
+    def random(self) -> bool:
+        """Randomly initialised backbones (--weights random)."""
+        return self.args.weights == "random"
+
+    @property
+    def workers(self) -> int:
+        return self.cfg.data.num_workers if self.args.workers is None else self.args.workers
 
 
-def read_labels(path: Path, size: tuple[int, int], top: int) -> np.ndarray:
-    """(H,W) uint8 label map of `size` with labels below `top`; EvaluationError naming the file otherwise."""
-    image = read_image_file(path, cv2.IMREAD_UNCHANGED)  # ImageReadError names a missing or truncated file
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise EvaluationError(f"{path}: a label map must be a single-channel uint8 PNG, got {image.dtype} "
-                              f"{image.shape}")
-    if image.shape != tuple(size):
-        raise EvaluationError(f"{path}: label map is {image.shape[0]}x{image.shape[1]} (HxW), expected "
-                              f"{size[0]}x{size[1]}")
-    if image.size and int(image.max()) >= top:
-        raise EvaluationError(f"{path}: label {int(image.max())} is outside 0..{top - 1}")
-    return image
-
-
-class PairImages(torch.utils.data.Dataset):
-    """(generated, ground truth) uint8 images as the protocol decodes them, target keypoints, optionally the target
-    pose mask, where the protocol crops DeepFashion 256x256 images for FID / LPIPS the cropped pair (the generated
-    crop read from the crop folder the release's crop_img writes, the ground truth cropped alike), and optionally
-    the target's ground-truth parsing (CIHP ids, `truth_parsing` folder) and a predicted label map (`pred_parsing`
-    folder, always PNG, in the ids of the `merge` table, which the ground truth is mapped through to compare)."""
-
-    def __init__(self, pairs: list[Pair], generated: Path, truth: Path, size: tuple[int, int],
-                 keypoints: np.ndarray, with_masks: bool, reader: str = "cv2", crops: Path | None = None,
-                 truth_parsing: Path | None = None, pred_parsing: Path | None = None,
-                 merge: np.ndarray | None = None):
-        self.pairs, self.generated, self.truth, self.size = pairs, generated, truth, size
-        self.keypoints, self.with_masks, self.reader, self.crops = keypoints, with_masks, reader, crops
-        self.truth_parsing, self.pred_parsing, self.merge = truth_parsing, pred_parsing, merge
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        p = self.pairs[i]
-        real = read_image(self.truth / p.target, self.reader, self.size)  # (H,W,3) uint8
-        item = {"index": i, "generated": to_chw(read_image(self.generated / p.generated, self.reader, self.size)),
-                "truth": to_chw(real)}
-        if self.crops is not None:
-            item["generated_crop"] = to_chw(read_image(self.crops / p.generated, self.reader))
-            item["truth_crop"] = to_chw(crop_square_fashion(real))
-        if self.with_masks:
-            item["mask"] = pose_masks(self.keypoints[i : i + 1], *self.size)[0]  # (H,W) bool
-        if self.truth_parsing is not None:
-            labels = read_labels(self.truth_parsing / (stem(p.target) + ".png"), self.size, NUM_CIHP)
-            item["truth_parsing"] = torch.from_numpy(labels)  # (H,W) uint8 CIHP ids
-            if self.pred_parsing is not None:
-                item["truth_merged"] = torch.from_numpy(self.merge[labels])  # (H,W) int64 merged ids
-                item["pred_parsing"] = torch.from_numpy(
-                    read_labels(self.pred_parsing / (stem(p.generated) + ".png"), self.size, int(self.merge.max()) + 1))
-        return item
-
-
-def to_chw(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)  # (H,W,3) -> (3,H,W)
-
-
-def target_keypoints(pairs: list[Pair], annotations: dict[str, np.ndarray], path: Path) -> np.ndarray:
-    missing = sorted({p.target for p in pairs if p.target not in annotations})
-    if missing:
-        raise EvaluationError(f"{path}: no keypoints for {len(missing)} target image(s): "
-                              f"{', '.join(missing[:SHOW_MISSING])}")
-    return np.stack([annotations[p.target] for p in pairs])  # (N,18,2)
-
-
-def predicted_keypoints(pairs: list[Pair], predictions: dict[str, np.ndarray], source: str,
-                        allow_missing: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(N,18,2) predictions for the pairs and a (N,) mask of the pairs that have one."""
-    have = np.array([p.generated in predictions for p in pairs])
-    if not have.all():
-        absent = [p.generated for p, h in zip(pairs, have) if not h]
-        message = (f"{source}: no predicted keypoints for {len(absent)} generated image(s): "
-                   f"{', '.join(absent[:SHOW_MISSING])}")
-        if not allow_missing:
-            raise EvaluationError(message + " (rows are keyed by the generated file name; or pass --allow-missing)")
-        print(f"warning: {message}; PCKh over the others", file=sys.stderr)
-    kp = np.stack([predictions.get(p.generated, np.full((18, 2), -1, np.int64)) for p in pairs])
-    return kp, have
-
-
-# ------------------------------------------------------------------------------------------ main
-
-
-def kept_by_script(protocol: Protocol, metric: str, pairs: list[Pair], generated: Path) -> np.ndarray:
-    """(N,) bool: the pairs the protocol's script scores for FID / LPIPS (whole batches in its listing of the
-    folder it reads, `generated`)."""
-    spec = protocol.spec(metric)
-    names = [p.generated for p in pairs]
-    if spec.order is None:
-        return np.ones(len(pairs), dtype=bool)
-    return kept_mask(names, generated, spec.order, spec.whole_batches_of, spec.shrink)
-
-
-def protocol_note(protocol: Protocol, metric: str, kept: np.ndarray | None = None) -> str:
-    spec = protocol.spec(metric)
-    text = spec if isinstance(spec, str) else spec.text
-    if kept is not None and not kept.all():
-        text += f"; {int(kept.sum())} of {len(kept)} images in whole batches"
-    return f"{protocol.name}: {text}"
-
-
-def evaluate(args: argparse.Namespace) -> dict:
+def prepare(args: argparse.Namespace) -> Run:
+    """Read and check everything the metrics need: the config, the protocol and metrics, the generated folder,
+    the output folder (writable), the pairs and their keypoints, the release's crops and the kept pairs."""
     cfg = load_config(args.dataset_config, args.overrides)
     root = Path(cfg.data.root)
     size = tuple(cfg.data.image_size)
@@ -286,7 +192,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     protocol = get_protocol(args.protocol, size, args.fid_network or "torchvision")
     truth_parsing = root / (cfg.data.test_dir + cfg.data.parsing_suffix)
     chosen = select_metrics(args, cfg.data.name, protocol, truth_parsing.is_dir())
-    specs = {m: protocol.spec(m) for m in chosen}  # a metric the protocol lacks is an error before any work
     generated = Path(args.generated)
     if not generated.is_dir():
         raise EvaluationError(f"--generated {generated}: not a folder")
@@ -295,182 +200,150 @@ def evaluate(args: argparse.Namespace) -> dict:
     test_pairs = read_pairs(pairs_file)
     if cfg.data.max_test_pairs is not None:
         test_pairs = test_pairs[: cfg.data.max_test_pairs]
-    pred_parsing = Path(args.pred_parsing) if "parsing" in chosen else None
-    if pred_parsing is not None and not pred_parsing.is_dir():
-        raise EvaluationError(f"--pred-parsing {pred_parsing}: not a folder")
+    if "parsing" in chosen and not Path(args.pred_parsing).is_dir():
+        raise EvaluationError(f"--pred-parsing {args.pred_parsing}: not a folder")
     pairs, missing = find_pairs(test_pairs, generated, args.allow_missing, args.names, args.format)
-    kp_target = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
+    targets = target_keypoints(pairs, read_annotations(annotation_file, size), annotation_file)
     crops = None
-    if protocol.crops(size) and any(m in chosen for m in ("fid", "lpips", "mlpips")):
+    if protocol.crops(size) and any(m in chosen for m in SCRIPT_BATCHED):
         crops = write_release_crops(generated, [p.generated for p in pairs], out_dir / "release_crop")
-    view = crops or generated  # the folder FID / LPIPS read
-    kept = {m: kept_by_script(protocol, m, pairs, view) for m in ("fid", "lpips", "mlpips") if m in chosen}
+    kept = {m: kept_by_script(protocol, m, pairs, crops or generated) for m in SCRIPT_BATCHED if m in chosen}
     if "fid" in kept and kept["fid"].sum() < 2:
         raise EvaluationError(f"protocol {protocol.name}: FID keeps {int(kept['fid'].sum())} of {len(pairs)} "
-                              f"generated images (whole batches of {specs['fid'].whole_batches_of}); it needs 2")
+                              f"generated images (whole batches of {protocol.fid.whole_batches_of}); it needs 2")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    random = args.weights == "random"
+    return Run(args, cfg, protocol, chosen, generated, out_dir, pairs, missing, targets, crops, kept, device)
 
-    lpips_model = None
-    if "lpips" in chosen or "mlpips" in chosen:
-        lpips_model = LPIPSMetric("random" if random else (args.alexnet_weights or "imagenet")).to(device)
-    inception = None
-    if "fid" in chosen:
-        weights = "random" if random else (args.inception_weights or "imagenet")
-        inception = InceptionFeatures(specs["fid"].network, weights, input_transform=specs["fid"].input_transform)
-        inception = inception.to(device)
-    estimator, openpose_estimator = None, None
-    if "pckh" in chosen and args.pred_keypoints is None:
-        if args.pose_estimator:
-            estimator = estimators.load_estimator(args.pose_estimator)
-        else:
-            weights = "random" if random else (args.openpose_weights or "published")
-            estimator = openpose_estimator = openpose.OpenPoseEstimator(
-                weights, device, args.openpose_boxsize, args.openpose_scales, args.batch_size)
-    estimator_name = args.pose_estimator or "built-in OpenPose"
 
+def pair_images(run: Run) -> PairImages:
+    """The pairs' images and what the chosen metrics read beside them: pose masks, the target's ground-truth
+    parsing, the predicted label maps."""
+    cfg, chosen = run.cfg, run.chosen
+    root = Path(cfg.data.root)
     with_masks = "mssim" in chosen or "mlpips" in chosen
-    with_colour = "colour" in chosen
-    merge = check_merge(label_merge(cfg))  # (20,) CIHP id -> the id a predicted label map uses
-    dataset = PairImages(pairs, generated, root / cfg.data.test_dir, size, kp_target, with_masks, protocol.reader,
-                         crops, truth_parsing if with_colour or pred_parsing is not None else None, pred_parsing,
-                         merge)
-    n_merged = num_classes(merge)
-    colour_errors = np.full((len(pairs), NUM_CIHP), np.nan)  # (N,20) e_k per pair and CIHP part
-    confusion = np.zeros((n_merged, n_merged), np.int64)
-    workers = cfg.data.num_workers if args.workers is None else args.workers
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
-    per_image: dict[str, np.ndarray] = {k: np.full(len(pairs), np.nan) for k in ("ssim", "mssim", "lpips", "mlpips")}
-    moments = RunningMoments()
-    predictions: dict[str, np.ndarray] = {}
-    for batch in tqdm(loader, desc=f"evaluate ({protocol.name})", disable=args.quiet, dynamic_ncols=True):
-        idx = batch["index"].numpy()
-        fake, real = batch["generated"].to(device), batch["truth"].to(device)  # (B,3,H,W) uint8
-        fake_view = batch["generated_crop"].to(device) if crops else fake  # what FID / LPIPS see
-        real_view = batch["truth_crop"].to(device) if crops else real
-        masks = batch["mask"].to(device) if with_masks else None  # (B,H,W) bool
-        if "ssim" in chosen:
-            per_image["ssim"][idx] = specs["ssim"](fake, real).cpu().numpy()
-        if "mssim" in chosen:
-            per_image["mssim"][idx] = specs["mssim"](fake, real, masks).cpu().numpy()
-        if "lpips" in chosen:
-            per_image["lpips"][idx] = lpips_model(fake_view, real_view).cpu().numpy()
-        if "mlpips" in chosen:
-            per_image["mlpips"][idx] = lpips_model(fake_view, real_view, masks).cpu().numpy()
-        if inception is not None and kept["fid"][idx].any():
-            moments.update(inception(fake_view[torch.from_numpy(kept["fid"][idx]).to(device)]))
-        if with_colour:  # on the whole images, which the parsing maps cover
-            colour_errors[idx] = part_colour_errors(fake, real, batch["truth_parsing"].to(device)).cpu().numpy()
-        if pred_parsing is not None:
-            confusion += confusion_matrix(batch["pred_parsing"], batch["truth_merged"], n_merged).numpy()
-        if estimator is not None:
-            names = [pairs[i].generated for i in idx]
-            images = batch["generated"].permute(0, 2, 3, 1).numpy()  # (B,H,W,3) uint8 RGB
-            predictions.update(estimators.predict_keypoints(estimator, [(names, images)], estimator_name))
+    with_truth_parsing = any(m in chosen for m in ("colour", "texture", "parsing"))
+    pred_parsing = Path(run.args.pred_parsing) if "parsing" in chosen else None
+    return PairImages(run.pairs, run.generated, root / cfg.data.test_dir, tuple(cfg.data.image_size), run.targets,
+                      with_masks, run.protocol.reader, run.crops,
+                      root / (cfg.data.test_dir + cfg.data.parsing_suffix) if with_truth_parsing else None,
+                      pred_parsing, check_merge(label_merge(cfg)))
 
-    results: list[table.MetricResult] = []
-    n = len(pairs)
-    for key in ("ssim", "mssim"):
-        if key in chosen:
-            results.append(table.MetricResult(key, specs[key].aggregate(per_image[key]), n,
-                                              protocol_note(protocol, key), preset=protocol.name))
-    info_fid = {}
-    if inception is not None:
-        spec = specs["fid"]
-        real_dir = root / (cfg.data.train_dir if spec.real_set == "train" else cfg.data.test_dir)
-        cache = None if args.no_fid_cache else Path(args.fid_cache) if args.fid_cache else default_cache_dir()
-        # the published scripts read real images of any size (each resized to 299); ours must match the config
-        real = fid_real_statistics(real_dir, inception, cache, args.batch_size,
-                                   size if spec.order is None else None, workers,
-                                   None if args.quiet else lambda it: tqdm(it, desc=f"FID real set ({real_dir})"),
-                                   protocol.reader, spec.order, spec.whole_batches_of, spec.shrink)
-        mu, sigma = moments.statistics()
-        value = frechet_distance(real.mu, real.sigma, mu, sigma, method=args.fid_method)
-        note = protocol_note(protocol, "fid", kept["fid"]) + f"; {real.count} real images; {args.fid_method}"
-        results.append(table.MetricResult("fid", value, int(kept["fid"].sum()), note, random, protocol.name))
-        info_fid = {"fid_real_folder": str(real_dir), "fid_real_images": real.count,
-                    "fid_real_cache": str(real.cache_file) if real.cache_file else None,
-                    "fid_real_cache_hit": real.cache_hit, "fid_inception": inception.weights_source}
-    for key in ("lpips", "mlpips"):
-        if key in chosen:
-            used = kept[key]
-            results.append(table.MetricResult(key, float(per_image[key][used].mean()), int(used.sum()),
-                                              protocol_note(protocol, key, used), random, protocol.name))
-    if with_colour:
-        mean_error, share, parts = colour_summary(colour_errors)
-        results.append(table.MetricResult("colour", mean_error, n, protocol_note(protocol, "colour")
-                                          + f"; mean over {parts} parts", preset=protocol.name))
-        results.append(table.MetricResult("colour20", share, n, f"{protocol.name}: share of those {parts} parts "
-                                          f"with a colour error <= {WITHIN_LEVELS:g} grey levels",
-                                          preset=protocol.name))
-    parsing_info = {}
-    if pred_parsing is not None:
-        scores = parsing_scores(confusion)
-        results.append(table.MetricResult("parsing_acc", scores["pixel_accuracy"], n,
-                                          protocol_note(protocol, "parsing") + "; pixel accuracy",
-                                          preset=protocol.name))
-        results.append(table.MetricResult("parsing_miou", scores["miou"], n, protocol_note(protocol, "parsing")
-                                          + f"; mean IoU over the {scores['classes_in_truth']} classes present in "
-                                          f"the ground truth, {scores['classes_predicted']} classes predicted",
-                                          preset=protocol.name))
-        parsing_info = {"parsing_predicted": str(pred_parsing), "parsing_classes_in_truth": scores["classes_in_truth"],
-                        "parsing_classes_predicted": scores["classes_predicted"]}
-    pckh_rows = None
-    if "pckh" in chosen:
-        if estimator is not None:
-            source = str(estimators.write_predictions(out_dir / "pred-keypoints.csv", predictions))
-        else:
-            source = args.pred_keypoints
-            predictions = read_annotations(source)
-        kp_pred, have = predicted_keypoints(pairs, predictions, source, args.allow_missing)
-        counts = pckh_counts(kp_pred[have], kp_target[have])
-        pckh_rows = {k: np.zeros(n, v.dtype) for k, v in counts.items()}
-        for k, v in counts.items():
-            pckh_rows[k][have] = v
-        note = (protocol_note(protocol, "pckh") + f": {int(counts['right'].sum())}/{int(counts['valid'].sum())} "
-                f"joints, {int((~counts['used']).sum())} pairs skipped; keypoints from {source}")
-        if openpose_estimator is not None:
-            note += f" ({openpose_estimator.protocol})"
-        results.append(table.MetricResult("pckh", pckh_score(counts), int(counts["used"].sum()), note,
-                                          openpose_estimator is not None and openpose_estimator.random,
-                                          protocol.name))
 
-    info = {
-        "images": n,
-        "protocol": protocol.name,
-        "protocol_reproduces": protocol.reproduces,
-        "weights": ("random (RANDOM-INIT backbones: not comparable to published numbers)" if random
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def build_ssim(run: Run, keys: list[str]) -> Accumulator:
+    return SSIMAccumulator(keys[0], run.protocol, len(run.pairs))
+
+
+def build_fid(run: Run, keys: list[str]) -> Accumulator:
+    """The protocol's Inception and the real set's statistics (from the cache, or computed now: before the loop,
+    so that a real set or cache folder that fails does so before any generated image is scored)."""
+    args, cfg, spec = run.args, run.cfg, run.protocol.spec("fid")
+    weights = "random" if run.random else (args.inception_weights or "imagenet")
+    features = InceptionFeatures(spec.network, weights, input_transform=spec.input_transform).to(run.device)
+    real_dir = Path(cfg.data.root) / (cfg.data.train_dir if spec.real_set == "train" else cfg.data.test_dir)
+    cache = None if args.no_fid_cache else Path(args.fid_cache) if args.fid_cache else default_cache_dir()
+    # the published scripts read real images of any size (each resized to 299); ours must match the config
+    real = real_statistics(real_dir, features, cache, args.batch_size,
+                           tuple(cfg.data.image_size) if spec.order is None else None, run.workers,
+                           None if args.quiet else lambda it: tqdm(it, desc=f"FID real set ({real_dir})"),
+                           run.protocol.reader, spec.order, spec.whole_batches_of, spec.shrink)
+    return FIDAccumulator(run.protocol, features, run.kept["fid"], real, args.fid_method, run.random)
+
+
+def build_lpips(run: Run, keys: list[str]) -> Accumulator:
+    weights = "random" if run.random else (run.args.alexnet_weights or "imagenet")
+    return LPIPSAccumulator(keys, run.protocol, LPIPSMetric(weights).to(run.device), run.kept, run.random)
+
+
+def build_colour(run: Run, keys: list[str]) -> Accumulator:
+    return ColourAccumulator(run.protocol, len(run.pairs))
+
+
+def build_texture(run: Run, keys: list[str]) -> Accumulator:
+    return TextureAccumulator(run.protocol, len(run.pairs))
+
+
+def build_parsing(run: Run, keys: list[str]) -> Accumulator:
+    return ParsingAccumulator(run.protocol, len(run.pairs), num_classes(label_merge(run.cfg)),
+                              Path(run.args.pred_parsing))
+
+
+def build_pckh(run: Run, keys: list[str]) -> Accumulator:
+    """PCKh on --pred-keypoints, on --pose-estimator's predictions, or on the built-in OpenPose's."""
+    args = run.args
+    common = (run.protocol, run.pairs, run.targets)
+    if args.pred_keypoints is not None:
+        return PCKhAccumulator(*common, args.pred_keypoints, args.allow_missing,
+                               predictions=read_annotations(args.pred_keypoints))
+    written = str(run.out_dir / "pred-keypoints.csv")
+    if args.pose_estimator:
+        return PCKhAccumulator(*common, written, args.allow_missing,
+                               estimator=estimators.load_estimator(args.pose_estimator),
+                               estimator_name=args.pose_estimator)
+    weights = "random" if run.random else (args.openpose_weights or "published")
+    builtin = openpose.OpenPoseEstimator(weights, run.device, args.openpose_boxsize, args.openpose_scales,
+                                         args.batch_size)
+    return PCKhAccumulator(*common, written, args.allow_missing, estimator=builtin,
+                           estimator_name="built-in OpenPose", estimator_note=builtin.protocol,
+                           random_backbone=builtin.random)
+
+
+# The accumulators by metric name, in the order of the table's rows; metrics that share a network share one.
+ACCUMULATORS: tuple[tuple[tuple[str, ...], Callable[[Run, list[str]], Accumulator]], ...] = (
+    (("ssim",), build_ssim),
+    (("mssim",), build_ssim),
+    (("fid",), build_fid),
+    (("lpips", "mlpips"), build_lpips),  # one AlexNet trunk
+    (("colour",), build_colour),
+    (("texture",), build_texture),
+    (("parsing",), build_parsing),
+    (("pckh",), build_pckh),
+)
+
+
+def build_accumulators(run: Run) -> list[Accumulator]:
+    """One accumulator per chosen metric (per group sharing a network), each given the chosen names it serves."""
+    groups = [(build, [m for m in names if m in run.chosen]) for names, build in ACCUMULATORS]
+    return [build(run, keys) for build, keys in groups if keys]
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def run_info(run: Run, accumulators: list[Accumulator]) -> dict[str, object]:
+    """metrics.json's entries beside the values: what was scored, how, and each metric's own entries."""
+    return {
+        "images": len(run.pairs),
+        "protocol": run.protocol.name,
+        "protocol_reproduces": run.protocol.reproduces,
+        "weights": ("random (RANDOM-INIT backbones: not comparable to published numbers)" if run.random
                     else "imagenet (pretrained backbones from the torch hub cache or the given paths)"),
-        "dataset": cfg.data.name,
-        "dataset_root": str(root),
-        "generated": str(generated),
-        "missing_pairs": len(missing),
-        **({"release_crop_folder": str(crops)} if crops else {}),
-        **info_fid,
-        **parsing_info,
-        **({"lpips_trunk": lpips_model.weights_source} if lpips_model is not None else {}),
+        "dataset": run.cfg.data.name,
+        "dataset_root": str(Path(run.cfg.data.root)),
+        "generated": str(run.generated),
+        "missing_pairs": len(run.missing),
+        **({"release_crop_folder": str(run.crops)} if run.crops else {}),
+        **{k: v for acc in accumulators for k, v in acc.info().items()},
     }
-    if with_colour:  # one pair's mean over its parts (NaN: no part large enough)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
-            per_image["colour"] = np.nanmean(colour_errors, axis=1)
-    columns = ["generated", "source", "target",
-               *[k for k in ("ssim", "mssim", "lpips", "mlpips", "colour") if k in chosen]]
-    used_columns = [f"{k}_used" for k in ("fid", "lpips", "mlpips") if k in kept and not kept[k].all()]
-    rows = []
-    for i, p in enumerate(pairs):
-        row = {"generated": p.generated, "source": p.source, "target": p.target}
-        row.update({k: repr(float(per_image[k][i])) for k in columns[3:]})
-        row.update({c: int(kept[c[: -len("_used")]][i]) for c in used_columns})
-        if pckh_rows is not None:
-            used = bool(pckh_rows["used"][i])
-            row.update({"pckh_right": int(pckh_rows["right"][i]) if used else "",
-                        "pckh_valid": int(pckh_rows["valid"][i]) if used else ""})
-        rows.append(row)
-    columns += used_columns
-    if pckh_rows is not None:
-        columns += ["pckh_right", "pckh_valid"]
-    paths = table.write_outputs(out_dir, results, info, rows, columns)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    run = prepare(args)
+    accumulators = build_accumulators(run)  # networks loaded, FID's real set ready: every input checked
+    loader = torch.utils.data.DataLoader(pair_images(run), batch_size=args.batch_size, num_workers=run.workers)
+    for batch in tqdm(loader, desc=f"evaluate ({run.protocol.name})", disable=args.quiet, dynamic_ncols=True):
+        batch = on_device(batch, run.device)
+        for accumulator in accumulators:
+            accumulator.update(batch)
+
+    results = [result for accumulator in accumulators for result in accumulator.results()]
+    info = run_info(run, accumulators)
+    scores = table.per_image_layout({k: v for acc in accumulators for k, v in acc.per_image().items()})
+    per_image = {"generated": [p.generated for p in run.pairs], "source": [p.source for p in run.pairs],
+                 "target": [p.target for p in run.pairs], **scores}
+    paths = table.write_outputs(run.out_dir, results, info, per_image)
     print(table.markdown_table(results, info))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return table.metrics_json(results, info)

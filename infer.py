@@ -3,6 +3,8 @@
     python infer.py --checkpoint runs/00001-deepfashion/checkpoints/step-00200000.pt \
         --source me.jpg --source-pose me_keypoints.json --source-parsing me_parsing.png \
         --target-poses dance/ --out out/dance --gif --mp4 --fps 8
+    python infer.py --checkpoint ... --source photo.jpg --keypoints mediapipe --save-inputs checked/ \
+        --target-poses dance/ --out out/dance      # a photo of any size: keypoints and parsing estimated
 
 Pipeline per target pose (paper sec. 3, test-time path as in test.py): SPATN predicts the target parsing, the
 frozen flow module gives target->source flow and visibility, SPGNet renders with the predicted parsing. Target
@@ -33,14 +35,23 @@ outermost pixel ring, which continues a plain studio background; --pad white). I
 map, in the pixel-centre convention of cv2.resize: y' = (y + 0.5) * s_y - 0.5 + top (x likewise with s_x, left);
 the parsing map is resized with nearest-neighbour sampling and padded with background (0).
 
-Without --source-parsing the checkpoint must hold SPATN* (model.spatn.input=image): it predicts the source's
-own parsing from the source image with the source pose as both poses (the paper's Market-1501 recipe).
+From a photo (no --source-pose): the person's keypoints are estimated (--keypoints openpose: the built-in OpenPose
+of metrics/openpose.py; mediapipe: the optional MediaPipe backend), the person is framed as DeepFashion's images are
+(centred, full height, padded with the border colour; photos/framing.py), and the photo is refused with one error
+line when it holds no person, several, a person too small for the frame or without a torso (photos/inputs.py).
+Without --source-parsing the source parsing is estimated: by the checkpoint's SPATN* when it has one
+(model.spatn.input=image: the source image with the source pose as both poses, the paper's Market-1501 recipe), else
+by SCHP (models/schp.py, weights exp-schp-201908261155-lip.pth; `--parser schp|spatn` chooses). --save-inputs DIR
+writes what was estimated (the framed photo, its keypoint CSV, its parsing PNG and a picture of both) to check, correct
+and pass back with --source / --source-pose / --source-parsing. With `--keypoint-weights random` or
+`--parser-weights random` (offline tests) every frame is stamped RANDOM WEIGHTS; estimated.txt in --out names the
+estimators and their weights.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import cv2
@@ -50,77 +61,30 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.parsing import NUM_CIHP, label_merge, merge_labels, one_hot
-from data.pose import is_missing
 from data.pose_files import check_pose, read_poses, read_source_pose
-from data.visual import from_uint8, parsing_picture, read_image, to_uint8
+from data.visual import border_colour, from_uint8, parsing_picture, read_image, to_uint8
 from models.pipeline import Pipeline, load_pipeline
+from photos.framing import fit_image, fit_into, fit_keypoints, fit_labels
+from photos.inputs import (
+    KEYPOINT_BACKENDS,
+    PhotoInputs,
+    keypoint_estimator,
+    photo_inputs,
+    read_photo,
+    save_inputs,
+    schp_parser,
+    stamp,
+)
 from utils import checkpoint as ck
 from utils.cli import positive_int, run_main
 from utils.config import Config, config_from_dict, load_config, parse_override
 from utils.errors import InputError
-from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image
+from utils.io import ImageReadError, WriteError, atomic_path, ensure_writable_folder, write_image, write_text
 from utils.io import read_image as read_image_file
 
 
 class InferenceError(InputError):
     """Input infer.py cannot use: a pose, image or parsing file; the message names it."""
-
-
-# ------------------------------------------------------------------------------------- fitting a frame
-
-
-@dataclass(frozen=True)
-class Fit:
-    """Where an (h, w) picture lands in the model's frame: scaled by (scale_y, scale_x) to (height, width),
-    then shifted by (top, left). The two scales differ only by the rounding of the scaled size."""
-
-    scale_y: float
-    scale_x: float
-    height: int
-    width: int
-    top: int
-    left: int
-
-
-def fit_into(size: tuple[int, int], frame: tuple[int, int]) -> Fit:
-    """The largest aspect-preserving scale of `size` (h, w) that fits `frame` (H, W), centred."""
-    (h, w), (fh, fw) = size, frame
-    s = min(fh / h, fw / w)
-    nh, nw = min(fh, max(1, round(h * s))), min(fw, max(1, round(w * s)))
-    return Fit(scale_y=nh / h, scale_x=nw / w, height=nh, width=nw, top=(fh - nh) // 2, left=(fw - nw) // 2)
-
-
-def fit_keypoints(keypoints: np.ndarray, fit: Fit) -> np.ndarray:
-    """(18,2) (y, x) in the picture -> in the frame; missing joints stay -1. Pixel centres map as in cv2.resize."""
-    out = keypoints.astype(np.float32).copy()
-    present = ~is_missing(keypoints)
-    out[present, 0] = (keypoints[present, 0] + 0.5) * fit.scale_y - 0.5 + fit.top
-    out[present, 1] = (keypoints[present, 1] + 0.5) * fit.scale_x - 0.5 + fit.left
-    return out
-
-
-def border_colour(image: np.ndarray) -> np.ndarray:
-    """Per-channel median of the outermost pixel ring of an (h,w,3) image: the background to continue."""
-    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2w + 2h, 3)
-    return np.median(ring, axis=0).round().astype(np.uint8)
-
-
-def fit_image(image: np.ndarray, fit: Fit, frame: tuple[int, int], pad: np.ndarray) -> np.ndarray:
-    """(h,w,3) uint8 -> (H,W,3): area-resampled when shrinking, bilinear when enlarging, padded with `pad`."""
-    shrink = fit.height < image.shape[0]
-    resized = cv2.resize(image, (fit.width, fit.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    canvas = np.empty((*frame, 3), dtype=np.uint8)
-    canvas[:] = pad
-    canvas[fit.top : fit.top + fit.height, fit.left : fit.left + fit.width] = resized
-    return canvas
-
-
-def fit_labels(labels: np.ndarray, fit: Fit, frame: tuple[int, int]) -> np.ndarray:
-    """(h,w) label map -> (H,W): nearest neighbour (pixel-centre exact, never a label that was not there), 0 pad."""
-    resized = cv2.resize(labels, (fit.width, fit.height), interpolation=cv2.INTER_NEAREST_EXACT)
-    canvas = np.zeros(frame, dtype=labels.dtype)
-    canvas[fit.top : fit.top + fit.height, fit.left : fit.left + fit.width] = resized
-    return canvas
 
 
 # ----------------------------------------------------------------------------------- images and labels
@@ -223,9 +187,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="a joint-stage checkpoint (step-*.pt)")
     p.add_argument("--config", default=None, help="YAML config (default: the one saved in the checkpoint)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    p.add_argument("--source", required=True, help="source person image")
-    p.add_argument("--source-pose", required=True, help="its pose: CSV[:NAME], OpenPose JSON or [y, x] list JSON")
-    p.add_argument("--source-parsing", default=None, help="its parsing map: single-channel PNG of CIHP labels")
+    p.add_argument("--source", required=True, help="source person image, or any photo of one person")
+    p.add_argument("--source-pose", default=None,
+                   help="its pose: CSV[:NAME], OpenPose JSON or [y, x] list JSON (default: estimated, --keypoints)")
+    p.add_argument("--source-parsing", default=None,
+                   help="its parsing map: single-channel PNG of CIHP labels (default: estimated, --parser)")
     p.add_argument("--target-poses", required=True, help="CSV[:NAME], a JSON file or a folder of JSON files")
     p.add_argument("--target-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="the frame the target poses are given in (default: the model's)")
@@ -235,6 +201,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--resize", action="store_true", help="fit a source image of another size into the model's")
     p.add_argument("--pad", choices=("border", "white"), default="border", help="padding colour for --resize")
+    p.add_argument("--keypoints", choices=KEYPOINT_BACKENDS, default="openpose",
+                   help="estimator of the source keypoints when --source-pose is not given")
+    p.add_argument("--keypoint-weights", default="published",
+                   help="OpenPose's weights: 'published' (torch hub cache), a path, or 'random' (offline tests only)")
+    p.add_argument("--parser", choices=("auto", "schp", "spatn"), default="auto",
+                   help="estimator of the source parsing when --source-parsing is not given (auto: the checkpoint's "
+                        "SPATN* when it has one, else SCHP)")
+    p.add_argument("--parser-weights", default="published",
+                   help="SCHP's weights: 'published' (torch hub cache), a path, or 'random' (offline tests only)")
+    p.add_argument("--save-inputs", default=None, metavar="DIR",
+                   help="write the estimated source inputs (framed photo, keypoint CSV, parsing PNG, a picture) here")
     p.add_argument("--parsing", action="store_true", help="also write the predicted target parsing maps")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="target poses per forward pass")
@@ -242,18 +219,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_source(args: argparse.Namespace, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The source image (H,W,3), keypoints (18,2) and merged parsing labels (H,W) or None, in the model's frame."""
+    """The source image (H,W,3), keypoints (18,2) and CIHP parsing labels (H,W) or None, in the model's frame,
+    from an image with its pose (--source-pose)."""
     frame = tuple(cfg.data.image_size)
     source = Path(args.source)
     image = read_image(source)
     name, keypoints = read_source_pose(args.source_pose, source)
-    labels = None
-    if args.source_parsing is not None:
-        labels = read_cihp_labels(Path(args.source_parsing))
-        if labels.shape != image.shape[:2]:
-            raise InferenceError(f"parsing map {args.source_parsing}: {labels.shape[0]}x{labels.shape[1]}, but the "
-                                 f"source image {source} is {image.shape[0]}x{image.shape[1]}")
-        labels = merge_labels(labels, label_merge(cfg)).astype(np.uint8)
+    labels = read_source_parsing(args, image.shape[:2])
     size = image.shape[:2]
     if size != frame:
         if not args.resize:
@@ -265,6 +237,52 @@ def prepare_source(args: argparse.Namespace, cfg: Config) -> tuple[np.ndarray, n
         labels = None if labels is None else fit_labels(labels, fit, frame)
     check_pose(keypoints, name, *frame, margin=cfg.data.keypoint_margin)
     return image, keypoints, labels
+
+
+def read_source_parsing(args: argparse.Namespace, size: tuple[int, int]) -> np.ndarray | None:
+    """--source-parsing's CIHP labels (h,w), which must have the source image's size, or None."""
+    if args.source_parsing is None:
+        return None
+    labels = read_cihp_labels(Path(args.source_parsing))
+    if labels.shape != size:
+        raise InferenceError(f"parsing map {args.source_parsing}: {labels.shape[0]}x{labels.shape[1]}, but the "
+                             f"source image {args.source} is {size[0]}x{size[1]}")
+    return labels
+
+
+def parser_choice(args: argparse.Namespace, cfg: Config) -> str | None:
+    """Which network parses the source: None (--source-parsing is given), "spatn" (SPATN*) or "schp"."""
+    if args.source_parsing is not None:
+        return None
+    star = cfg.model.spatn.input == "image"
+    if args.parser == "spatn" and not star:
+        raise InferenceError("--parser spatn: this checkpoint's SPATN reads the source parsing "
+                             "(model.spatn.input=parsing), it cannot predict it; use --parser schp")
+    return "spatn" if args.parser == "spatn" or (args.parser == "auto" and star) else "schp"
+
+
+def source_inputs(args: argparse.Namespace, cfg: Config, parser: str | None) -> PhotoInputs:
+    """The source in the model's frame with what it was not given estimated: from a photo (no --source-pose: the
+    keypoints estimated, the person framed) or from an image with its pose; the parsing by SCHP when `parser` is
+    "schp" (SPATN* runs later, with the pipeline)."""
+    if args.source_pose is None:
+        frame, path = tuple(cfg.data.image_size), Path(args.source)
+        photo = read_photo(path, frame)  # the cheap checks before any network is built
+        given = read_source_parsing(args, photo.shape[:2])
+        estimator = keypoint_estimator(args.keypoints, args.keypoint_weights, args.device)
+        schp = schp_parser(args.parser_weights, args.device) if parser == "schp" else None
+        inputs = photo_inputs(photo, path, frame, estimator, schp, cfg.data.keypoint_margin)
+        if given is not None:
+            inputs.labels = inputs.framing.labels(given)
+        return inputs
+    image, keypoints, labels = prepare_source(args, cfg)
+    schp = schp_parser(args.parser_weights, args.device) if parser == "schp" else None
+    inputs = PhotoInputs(image, keypoints, labels, framing=None)
+    if schp is not None:
+        inputs.labels = schp(image)
+        inputs.notes.append(f"parsing: SCHP LIP, weights {schp.weights_source}")
+        inputs.random = schp.random
+    return inputs
 
 
 def prepare_targets(args: argparse.Namespace, cfg: Config) -> np.ndarray:
@@ -280,36 +298,19 @@ def prepare_targets(args: argparse.Namespace, cfg: Config) -> np.ndarray:
     return np.stack(out)
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    if args.fps <= 0:
-        raise InferenceError(f"--fps {args.fps}: must be positive")
-    ckpt_path = Path(args.checkpoint)
-    ckpt = ck.load_checkpoint(ckpt_path)
-    cfg = resolve_config(ckpt, ckpt_path, args.config, args.overrides)
-    if args.source_parsing is None and cfg.model.spatn.input != "image":
-        raise InferenceError(
-            "a source parsing map is needed: this checkpoint's SPATN reads the source parsing "
-            "(model.spatn.input=parsing). Pass --source-parsing <PNG of CIHP labels> (from a human parser such as "
-            "PGN), or use an SPATN* checkpoint (model.spatn.input=image), which predicts it from the image")
-    out = ensure_writable_folder(Path(args.out))
-    image, src_keypoints, labels = prepare_source(args, cfg)
-    tgt_keypoints = prepare_targets(args, cfg)
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
-    cfg.model.flow.source = "net"
-    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
-    src_image = from_uint8(image).to(device)  # (3,H,W)
-    src_kp = torch.from_numpy(src_keypoints).to(device)  # (18,2)
+def source_parsing(pipe: Pipeline, src_image: torch.Tensor, src_kp: torch.Tensor, labels: np.ndarray | None,
+                   cfg: Config) -> torch.Tensor:
+    """(K,H,W) one-hot source parsing: the CIHP labels merged, or SPATN*'s own prediction when there are none."""
     if labels is None:
         own = pipe.own_parsing(src_image[None], pipe.pose_encoder(src_kp[None]))  # (1,H,W)
-        src_parsing = one_hot(own, pipe.num_classes)[0]  # (K,H,W)
-    else:
-        src_parsing = one_hot(torch.from_numpy(labels).to(device), pipe.num_classes)  # (K,H,W)
-    frames, parsings = generate(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
-                                args.batch_size or cfg.test.batch_size)
+        return one_hot(own, pipe.num_classes)[0]
+    merged = merge_labels(labels, label_merge(cfg)).astype(np.uint8)
+    return one_hot(torch.from_numpy(merged).to(src_image.device), pipe.num_classes)
 
+
+def write_outputs(args: argparse.Namespace, out: Path, frames: np.ndarray, parsings: np.ndarray,
+                  src_parsing: torch.Tensor, notes: list[str]) -> None:
+    """Frames (and parsing pictures, GIF, mp4) into `out`; a notes file naming the estimators when there are any."""
     for i, frame in enumerate(frames):
         write_image(out / f"frame_{i:04d}.png", frame)
         if args.parsing:
@@ -320,6 +321,42 @@ def main(argv: list[str] | None = None) -> Path:
         write_gif(frames, out / "sequence.gif", args.fps)
     if args.mp4:
         write_mp4(frames, out / "sequence.mp4", args.fps)
+    if notes:
+        write_text(out / "estimated.txt", "\n".join(notes) + "\n")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    if args.fps <= 0:
+        raise InferenceError(f"--fps {args.fps}: must be positive")
+    ckpt_path = Path(args.checkpoint)
+    ckpt = ck.load_checkpoint(ckpt_path)
+    cfg = resolve_config(ckpt, ckpt_path, args.config, args.overrides)
+    parser = parser_choice(args, cfg)
+    out = ensure_writable_folder(Path(args.out))
+    save = ensure_writable_folder(Path(args.save_inputs), "--save-inputs folder") if args.save_inputs else None
+    tgt_keypoints = prepare_targets(args, cfg)  # cheap checks before the estimators run
+    inputs = source_inputs(args, cfg, parser)
+    if save is not None:
+        save_inputs(save, Path(args.source).stem, inputs)
+        print(f"wrote the estimated source inputs to {save}")
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # new poses have no precomputed flow: the flow module computes it (from the checkpoint or model.flow.checkpoint)
+    cfg.model.flow.source = "net"
+    pipe = load_pipeline(cfg, ckpt, ckpt_path, device)
+    src_image = from_uint8(inputs.image).to(device)  # (3,H,W)
+    src_kp = torch.from_numpy(inputs.keypoints).to(device)  # (18,2)
+    src_parsing = source_parsing(pipe, src_image, src_kp, inputs.labels, cfg)  # (K,H,W)
+    if parser == "spatn":
+        inputs.notes.append(f"parsing: the checkpoint's SPATN* ({ckpt_path})")
+    frames, parsings = generate(pipe, src_image, src_kp, src_parsing, torch.from_numpy(tgt_keypoints).to(device),
+                                args.batch_size or cfg.test.batch_size)
+    if inputs.random:
+        print("warning: randomly initialised estimator weights: every output is stamped as such", file=sys.stderr)
+        frames = np.stack([stamp(f, "RANDOM WEIGHTS") for f in frames])
+        inputs.notes.insert(0, "WARNING: made with randomly initialised weights; the estimates mean nothing")
+    write_outputs(args, out, frames, parsings, src_parsing, inputs.notes)
     print(f"wrote {len(frames)} frames to {out}")
     return out
 

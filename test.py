@@ -36,12 +36,12 @@ from data.datasets import GENERATED_FORMATS, GENERATED_NAMES, generated_image_na
 from data.loaders import build_dataset, build_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
 from models.pipeline import load_pipeline
+from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import non_negative_int, positive_int, run_main
 from utils.config import ConfigError, load_config
 from utils.host_memory import keep_freed_memory
 from utils.io import ImageReadError, ensure_writable_folder, read_image, remove_orphans, write_image
-from utils.training import to_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,6 +3,7 @@
     python train.py --config configs/synthetic.yaml                       # joint training
     python train.py --config configs/synthetic.yaml train.stage=flow      # stage 0: the flow module
     python train.py --config configs/deepfashion.yaml --resume auto       # continue the newest run
+    python train.py --config configs/deepfashion.yaml --dry-run           # check all, print, touch nothing
     torchrun --nproc_per_node=4 train.py --config configs/deepfashion.yaml
 
 One step of the joint stage (paper sec. 3.3, 4.1):
@@ -10,8 +11,9 @@ One step of the joint stage (paper sec. 3.3, 4.1):
     SPGNet(source image, target pose, source/target parsing, flow)    -> target image   (L1 x1, VGG x1, GAN x0.01)
 SPGNet takes the ground-truth target parsing while training and SPATN's prediction at test time; the flow
 module is frozen. This file reads top to bottom: main (everything that can refuse the run does so before the run
-folder is touched), then the one loop both stages share (step, logging, NaN policy, validation, checkpoint,
-budget). Each stage's networks, optimizers and step are in training/stages.py.
+folder is touched; --dry-run stops there), then the one loop both stages share (batch, learning rate, step, NaN
+policy, logging, validation, checkpoint, budget). Each stage's networks, optimizers and step are in
+training/stages.py; the loop's parts in training/loop.py and training/nonfinite.py.
 """
 
 from __future__ import annotations
@@ -25,30 +27,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.loaders import build_loader
+from data.loaders import SeededSamples, build_loader
 from data.visual import comparison_grid, parsing_picture, pose_picture, to_uint8
-from training.stages import Stage, build_stage, snapshot
+from training.loop import (
+    Budget,
+    Due,
+    EpochBatches,
+    TermWindow,
+    gather_rng_states,
+    linear_decay,
+    resolve_resume,
+    restore_rng_states,
+    seed_rank,
+    set_lr_factor,
+    write_checkpoint,
+)
+from training.nonfinite import NonFinitePolicy
+from training.stages import Stage, build_stage
+from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import run_main
-from utils.config import Config, ConfigError, load_config, save_config
-from utils.distributed import DistInfo, ShardedEpochSampler, cleanup, setup
+from utils.config import Config, ConfigError, differences_from_defaults, load_config, save_config
+from utils.distributed import DistInfo, ShardedEpochSampler, check_same_on_every_rank, cleanup, setup
 from utils.host_memory import keep_freed_memory
 from utils.io import ensure_writable_folder, write_image
 from utils.run import RunLock, RunLogger, new_run_folder
-from utils.training import (
-    TermWindow,
-    budget_spent,
-    elapsed_minutes,
-    linear_decay,
-    nonfinite_terms,
-    resolve_resume,
-    run_progress,
-    set_lr_factor,
-    to_device,
-    write_checkpoint,
-)
 
 # --------------------------------------------------------------------------------------------- main
 
@@ -59,29 +65,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.batch_size=8")
     p.add_argument("--resume", default=None, help="'auto' (newest run of this name), a checkpoint or a run folder")
     p.add_argument("--run-dir", default=None, help="use exactly this run folder instead of runs/<NNNNN>-<name>")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available); under "
+                   "torchrun each process takes the GPU of its LOCAL_RANK")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything a run checks (config, checkpoint, networks, every data file), print the "
+                        "settings that differ from the defaults, the network sizes and the pairs, and exit "
+                        "without touching a run folder")
     return p.parse_intermixed_args(argv)  # overrides may stand before and after the options
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    info = setup(args.device)
+    info = setup(args.device, cfg.train.dist_timeout_minutes)
     if info.device.type == "cpu":
         keep_freed_memory()  # activations reuse freed heap memory instead of being page-faulted in every step
     name = cfg.train.name or Path(args.config).stem
     resume_from = resolve_resume(args, cfg, name)
+    check_same_on_every_rank(None if resume_from is None else str(resume_from), "--resume", info)
 
     # ---- everything that can refuse the run does so before the run folder is touched
-    ckpt = None
-    if resume_from is not None:
-        ckpt = ck.load_checkpoint(resume_from)
-        ck.check_compatible(ckpt, cfg, resume_from)
-        saved_stage = ckpt["config"]["train"]["stage"]
-        if saved_stage != cfg.train.stage:
-            raise ck.CheckpointError(f"{resume_from} is a train.stage={saved_stage} checkpoint; this run has "
-                                     f"train.stage={cfg.train.stage}. Resume it with train.stage={saved_stage}, or "
-                                     "start a new run (another --run-dir or train.name)")
+    ckpt = None if resume_from is None else load_resumed(resume_from, cfg)
     torch.manual_seed(cfg.train.seed)
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -90,21 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     if len(train_set) < cfg.train.batch_size:
         raise ConfigError(f"key 'train.batch_size' = {cfg.train.batch_size} exceeds the {len(train_set)} training "
                           "pairs")
+    if args.dry_run:
+        if info.is_main:
+            print_dry_run(args.config, cfg, stage, train_set, test_set, resume_from)
+        cleanup()
+        return
 
-    # ---- run folder: a resumed run continues in its own folder
-    if resume_from is not None:
-        run = resume_from.parent.parent
-    elif args.run_dir is not None:
-        run = Path(args.run_dir)
-    else:
-        run = new_run_folder(cfg.train.run_dir, name) if info.is_main else None
-    if info.enabled:  # every rank needs the folder name rank 0 chose
-        box = [str(run) if run is not None else None]
-        dist.broadcast_object_list(box, src=0)
-        run = Path(box[0])
-    # one run per folder (rank 0 holds the lock; the other ranks write nothing), then the folder is checked
-    if info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
+    # ---- one run per folder (rank 0 holds the lock; the other ranks write nothing), then the folder is checked
+    run = run_folder(args, cfg, info, name, resume_from)
     with RunLock(run) if info.is_main else nullcontext():
         if info.is_main:
             for sub in ("checkpoints", "images"):
@@ -122,127 +119,147 @@ def main(argv: list[str] | None = None) -> None:
             cleanup()
 
 
+def load_resumed(path: Path, cfg: Config) -> dict:
+    """The checkpoint a run resumes from, refused unless its networks and its stage are this run's."""
+    ckpt = ck.load_checkpoint(path)
+    ck.check_compatible(ckpt, cfg, path)
+    saved_stage = ckpt["config"]["train"]["stage"]
+    if saved_stage != cfg.train.stage:
+        raise ck.CheckpointError(f"{path} is a train.stage={saved_stage} checkpoint; this run has "
+                                 f"train.stage={cfg.train.stage}. Resume it with train.stage={saved_stage}, or "
+                                 "start a new run (another --run-dir or train.name)")
+    return ckpt
+
+
+def run_folder(args: argparse.Namespace, cfg: Config, info: DistInfo, name: str, resume_from: Path | None) -> Path:
+    """The run's folder, created: a resumed run continues in its own, --run-dir names one, else rank 0 numbers a
+    new runs/<NNNNN>-<name> and every rank learns its name."""
+    if resume_from is not None:
+        run = resume_from.parent.parent
+    elif args.run_dir is not None:
+        run = Path(args.run_dir)
+    else:
+        run = new_run_folder(cfg.train.run_dir, name) if info.is_main else None
+    if info.enabled:  # every rank needs the folder name rank 0 chose
+        box = [str(run) if run is not None else None]
+        dist.broadcast_object_list(box, src=0)
+        run = Path(box[0])
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def network_sizes(stage: Stage) -> str:
+    """'spatn: 1,234,567, ..., flow: 45,678 (frozen)': the parameter counts of the stage's networks."""
+    def count(net: torch.nn.Module) -> str:
+        return f"{sum(p.numel() for p in net.parameters()):,}"
+    return ", ".join([f"{k}: {count(v)}" for k, v in stage.nets.items()]
+                     + [f"{k}: {count(v)} (frozen)" for k, v in stage.frozen.items()])
+
+
+def print_dry_run(config: str, cfg: Config, stage: Stage, train_set: Dataset, test_set: Dataset,
+                  resume_from: Path | None) -> None:
+    """What --dry-run checked: the settings that differ from the defaults, the networks and the data."""
+    changed = differences_from_defaults(cfg)
+    print(f"{config}: {len(changed)} settings differ from the defaults")
+    for key, default, value in changed:
+        print(f"  {key}: {default!r} -> {value!r}")
+    for warning in stage.warnings:
+        print(f"WARNING: {warning}")
+    print(f"stage {stage.name} on {stage.device}; {'resuming from ' + str(resume_from) if resume_from else 'new run'}")
+    print(f"parameters: {network_sizes(stage)}")
+    print(f"data: {len(train_set)} training pairs ({len(train_set) // cfg.train.batch_size} steps per epoch), "
+          f"{len(test_set)} test pairs; every file of every pair is present")
+    print("dry run: nothing written")
+
+
 # --------------------------------------------------------------------------------------------- loop
 
 
-def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, train_set, test_set,
-          ckpt: dict | None) -> None:
-    """The loop both stages share: step, logging, NaN policy, validation, checkpoints, the wall-clock budget."""
+def train(cfg: Config, info: DistInfo, run: Path, log: RunLogger, stage: Stage, train_set: Dataset,
+          test_set: Dataset, ckpt: dict | None) -> None:
+    """The loop both stages share: fetch a batch, set the learning rate, step, apply the non-finite policy, log,
+    validate, checkpoint, and stop at the step or wall-clock budget."""
     device, t = info.device, cfg.train
-    val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     sampler = ShardedEpochSampler(len(train_set), t.batch_size, info.rank, info.world_size, t.seed)
-    local_batch = t.batch_size // info.world_size
-    pin = device.type == "cuda"
-    loader = build_loader(train_set, local_batch, cfg.data.num_workers, sampler=sampler, pin_memory=pin)
+    local_batch, pin = t.batch_size // info.world_size, device.type == "cuda"
+    # each sample's augmentation is drawn from its own seed; and each epoch's new iterator draws its workers' base
+    # seed from a generator of its own, not from the training stream (a resumed run starts one at another point)
+    loader = build_loader(SeededSamples(train_set), local_batch, cfg.data.num_workers, sampler=sampler,
+                          pin_memory=pin, generator=torch.Generator().manual_seed(t.seed))
+    val_set = torch.utils.data.Subset(test_set, range(min(cfg.data.val_pairs, len(test_set))))
     val_loader = build_loader(val_set, max(local_batch, 4), 0, pin_memory=pin)
-
     step, epoch, batch_in_epoch = 0, 0, 0
-    if ckpt is not None:
+    if ckpt is not None:  # each rank continues its own random stream
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        ck.set_rng_state(ckpt["rng"])
-    if cfg.loss.perceptual_weights == "random" and stage.name == "joint":
-        log.text("WARNING: the perceptual loss uses a RANDOM-INIT VGG19 (offline mode): not the paper's loss")
-    nets = stage.nets if stage.name == "joint" else {"flow": stage.net}
+        note = restore_rng_states(ckpt["rng"], info, t.seed)
+        if note:
+            log.text(f"note: {note}")
+    else:
+        seed_rank(t.seed, info.rank)
+    batches = EpochBatches(loader, sampler, epoch, batch_in_epoch)
+    for warning in stage.warnings:
+        log.text(f"WARNING: {warning}")
     log.text(f"run folder {run}; stage {stage.name}; {len(train_set)} training pairs, {sampler.batches_per_epoch} "
-             "steps/epoch; " + ", ".join(f"{k}: {sum(p.numel() for p in v.parameters()) / 1e6:.2f}M"
-                                         for k, v in nets.items()))
+             f"steps/epoch; parameters: {network_sizes(stage)}")
 
-    skipped: list[str] = []  # this step's skipped updates (train.nonfinite=skip)
-    skipped_in_a_row = 0
-
-    def guard(terms: dict[str, torch.Tensor], update: str) -> bool:
-        """train.nonfinite=skip: take an update only when all its terms are finite (one wait for the device);
-        stop: always (the window checks at the sync points instead)."""
-        if t.nonfinite != "skip":
-            return True
-        bad = nonfinite_terms(terms)
-        if bad:
-            skipped.append(", ".join(bad))
-        return not bad
-
-    start_time = time.time()
-    window = TermWindow(step)
+    budget = Budget(t.max_steps, t.max_minutes, info, step)
+    policy = NonFinitePolicy(t.nonfinite, t.max_consecutive_skips, stage.nets.values(), step, log)
+    window = TermWindow()
     bar = tqdm(total=t.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True, desc=stage.name)
     done = step >= t.max_steps
+    stream = iter(batches)
     while not done:
-        sampler.set_epoch(epoch, batch_in_epoch)
-        for batch in loader:
-            batch = to_device(batch, device, t.channels_last)
-            skipped.clear()
-            before = snapshot(stage) if t.nonfinite == "skip" else None
-            if t.lr_schedule == "linear":
-                minutes = elapsed_minutes(start_time, info) if t.max_minutes is not None else 0.0
-                progress = run_progress(step, t.max_steps, minutes, t.max_minutes)
-                set_lr_factor(stage.optimizers.values(), linear_decay(progress, t.lr_decay_from))
-            terms = stage.step(batch, step, guard)
-            step += 1
-            batch_in_epoch += 1
-            bar.update(1)
+        batch = to_device(next(stream), device, t.channels_last)
+        if t.lr_schedule == "linear":
+            set_lr_factor(stage.optimizers.values(), linear_decay(budget.progress(step), t.lr_decay_from))
+        policy.begin_step()
+        terms = stage.step(batch, step, policy.allow)
+        step += 1
+        bar.update(1)
+        if policy.end_step(step):  # a skipped step was undone: its terms are not logged
+            window.add(terms)
 
-            # ---- a skipped step changes nothing: its forward's batch-norm statistics are put back
-            if skipped:
-                before.restore()
-                skipped_in_a_row += 1
-                log.text(f"non-finite loss at step {step}: {'; '.join(skipped)} (step skipped)")
-                if skipped_in_a_row >= t.max_consecutive_skips:
-                    raise FloatingPointError(
-                        f"{skipped_in_a_row} steps in a row had non-finite losses (steps {step - skipped_in_a_row + 1}"
-                        f"-{step}, train.max_consecutive_skips); the run stopped, the last checkpoint is intact. "
-                        "Check the inputs of those steps or lower the learning rate.")
-            else:
-                skipped_in_a_row = 0
-                window.add(terms)
-
-            # ---- logging: device-side sums, one synchronisation per log interval
-            out_of_time = budget_spent(start_time, t.max_minutes, info)
-            done = step >= t.max_steps or out_of_time  # the last step is always validated and checkpointed
-            window.stop_if_nonfinite(step, t, done, log)
-            if step % t.log_every == 0 or step == t.max_steps:
-                window.log(step, t.batch_size, log, bar, postfix="g/" if stage.name == "joint" else "flow/",
-                           extra=stage.log_extra())
-
-            # ---- validation (rank 0 computes; every rank steps the plateau schedule with its result)
-            if step % t.val_every == 0 or done:
-                val = torch.zeros(1, device=device)
-                if info.is_main:
-                    values, sample = stage.validate(val_loader)
-                    log.scalars(step, values)
-                    log.text(f"validation at step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
-                    val[0] = values.get("val/recon", 0.0)
-                    if sample is not None:
-                        picture = grid_picture(sample)
-                        write_image(run / "images" / f"step-{step:08d}.png", picture)
-                        log.image(step, "val/source|pose|parsing|generated|target", picture.transpose(2, 0, 1))
-                if info.enabled:
-                    dist.broadcast(val, src=0)
-                stage.on_validation(float(val))
-
-            # ---- checkpoint
-            if (step % t.ckpt_every == 0 or done) and info.is_main:
-                state = stage.state()
-                refuse_nonfinite_weights(state["models"], step)  # never a poisoned checkpoint: the last stays good
-                write_checkpoint(run, cfg, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch},
-                                 "max_minutes reached" if out_of_time and step < t.max_steps else "periodic",
-                                 state, log)
-            if done:
-                break
-        else:
-            epoch, batch_in_epoch = epoch + 1, 0
+        out_of_time = budget.out_of_time(step)
+        done = step >= t.max_steps or out_of_time
+        due = Due.at(step, t, done)
+        if due.sync:
+            budget.agree(step)  # under DDP: rank 0's clock, once per sync point
+            policy.check(window.sums, step)  # train.nonfinite=stop: nothing is logged or written after a NaN/inf
+        if due.log:
+            window.log(step, t.batch_size, log, bar, postfix=stage.bar_terms, extra=stage.log_extra())
+        if due.validate:
+            validate(stage, val_loader, step, run, log, info)
+        if due.checkpoint:
+            rng = gather_rng_states(info)  # every rank's: each resumes its own
+            if info.is_main:
+                reason = "max_minutes reached" if out_of_time and step < t.max_steps else "periodic"
+                position = {"step": step, "epoch": batches.epoch, "batch_in_epoch": batches.batch_in_epoch}
+                write_checkpoint(run, cfg, position, reason, stage.state(), rng, log)
     bar.close()
-    log.text(f"finished at step {step} after {(time.time() - start_time) / 60:.1f} min")
+    log.text(f"finished at step {step} after {(time.time() - budget.start) / 60:.1f} min")
 
 
-def refuse_nonfinite_weights(models: dict[str, dict[str, torch.Tensor]], step: int) -> None:
-    """Stop before a checkpoint would save NaN/inf weights or batch-norm statistics (one wait for the device per
-    checkpoint): the newest checkpoint on disk is then always one to resume from."""
-    tensors = {f"{name}.{key}": value for name, state in models.items() for key, value in state.items()
-               if value.is_floating_point()}
-    finite = torch.stack([torch.isfinite(v).all() for v in tensors.values()]).tolist()  # one read
-    bad = [name for name, ok in zip(tensors, finite) if not ok]
-    if bad:
-        raise FloatingPointError(f"non-finite weights at step {step} ({', '.join(bad[:5])}"
-                                 f"{', ...' if len(bad) > 5 else ''}); not checkpointed, the last checkpoint is "
-                                 "intact. Check the inputs of the last steps or lower the learning rate.")
+def validate(stage: Stage, loader: torch.utils.data.DataLoader, step: int, run: Path, log: RunLogger,
+             info: DistInfo) -> None:
+    """Rank 0 validates, logs and writes the picture of the first pairs; every rank steps the plateau schedule
+    with its result. The validation's random draws (the release generator's noise) come from a fork of the
+    RNGs: the training stream goes on as if there had been none, so a run that validates at its last step
+    resumes exactly as one that did not."""
+    val = torch.zeros(1, device=info.device)
+    if info.is_main:
+        with torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else []):
+            values, sample = stage.validate(loader)
+        log.scalars(step, values)
+        log.text(f"validation at step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        val[0] = values.get("val/recon", 0.0)
+        if sample is not None:
+            picture = grid_picture(sample)
+            write_image(run / "images" / f"step-{step:08d}.png", picture)
+            log.image(step, "val/source|pose|parsing|generated|target", picture.transpose(2, 0, 1))
+    if info.enabled:
+        dist.broadcast(val, src=0)
+    stage.on_validation(float(val))
 
 
 def grid_picture(sample: dict, rows: int = 4) -> np.ndarray:

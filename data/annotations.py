@@ -145,7 +145,7 @@ def write_annotations(path: str | Path, keypoints: Mapping[str, np.ndarray]) -> 
         if not np.array_equal(kp, np.round(kp)):
             raise ValueError(f"keypoints of {name!r} must be integers, got {kp.tolist()}")
         if ":" in name or "\n" in name:
-            raise ValueError(f"image name {name!r} may not contain ':' or a line break")
+            raise AnnotationError(f"{path}: image name {name!r} may not contain ':' or a line break")
         rows.append(f"{name}: {_format_list(kp[:, 0])}: {_format_list(kp[:, 1])}")
     write_text(path, "\n".join(rows) + "\n")
 
@@ -173,6 +173,6 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
     for src, tgt in pairs:
         for name in (src, tgt):
             if "," in name or "\n" in name or not name:
-                raise ValueError(f"image name {name!r} may not be empty or contain ',' or a line break")
+                raise AnnotationError(f"{path}: image name {name!r} may not be empty or contain ',' or a line break")
         rows.append(f"{src},{tgt}")
     write_text(path, "\n".join(rows) + "\n")

@@ -56,10 +56,30 @@ def build_rendered_flow_pairs(cfg: Config) -> RenderedFlowPairs:
                              limbs=p.limbs)
 
 
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset read by (index, seed) keys, as utils.distributed.ShardedEpochSampler yields them: the sample's
+    random augmentation (mirroring, the target transform) is drawn from torch's RNG seeded with its own seed, so
+    it depends on the key alone, not on the rank, the loader worker or where a resumed run started."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):  # the process's own stream is left as it was
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
                  sampler: torch.utils.data.Sampler | None = None, shuffle: bool = False,
-                 drop_last: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Persistent workers and a prefetch depth that keeps a GPU fed; pinned memory when training on CUDA."""
+                 drop_last: bool = False, pin_memory: bool = False,
+                 generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """Persistent workers and a prefetch depth that keeps a GPU fed; pinned memory when training on CUDA.
+    generator: what each new iterator draws its workers' base seed from (None: torch's global RNG)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -70,4 +90,5 @@ def build_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        generator=generator,
     )

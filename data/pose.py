@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NUM_JOINTS = 18
@@ -99,7 +100,8 @@ def joint_heatmaps(keypoints: torch.Tensor, height: int, width: int, mode: str =
     raise ValueError(f"heatmap mode must be 'gaussian' or 'binary', got {mode!r}")
 
 
-def limb_distances(keypoints: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def limb_distances(keypoints: torch.Tensor, height: int, width: int,
+                   limbs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,18,2) keypoints -> (dist (B,12,H,W), valid (B,12) bool), paper eq. 2.
 
     dist is the Euclidean distance from each pixel centre p to the limb segment [a, b]. In the limb's own
@@ -110,21 +112,24 @@ def limb_distances(keypoints: torch.Tensor, height: int, width: int) -> tuple[to
     Both coordinates are sums of a per-row and a per-column term, so each costs one broadcast add. A
     zero-length limb (a = b) takes u = (1, 0), which gives d = |p - a|. valid is False where an end joint is
     missing; dist is then computed from the -1 placeholders and must be ignored (the encodings zero it).
+    limbs: LIMBS as a (12,2) long tensor on the keypoints' device (models.pose_encoding.PoseEncoder keeps one, so
+    that a forward on a GPU copies nothing from the host); made here when None.
     """
-    return _limb_distances(_as_keypoints(keypoints), height, width)
+    return _limb_distances(_as_keypoints(keypoints), height, width, limbs=limbs)
 
 
-def _limb_distances(kp: torch.Tensor, height: int, width: int,
-                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _limb_distances(kp: torch.Tensor, height: int, width: int, out: torch.Tensor | None = None,
+                    limbs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """limb_distances, optionally written into `out` (B,12,H,W): encode_pose passes its output slice, which
     saves allocating (and page-faulting) a full-size temporary per call."""
-    limbs = torch.tensor(LIMBS, device=kp.device)  # (12,2)
+    if limbs is None:
+        limbs = torch.tensor(LIMBS, device=kp.device)  # (12,2)
     a, b = kp[:, limbs[:, 0]], kp[:, limbs[:, 1]]  # (B,12,2) each
     missing = is_missing(kp)  # (B,18)
     valid = ~(missing[:, limbs[:, 0]] | missing[:, limbs[:, 1]])  # (B,12)
     v = b - a  # (B,12,2)
     length = torch.linalg.vector_norm(v, dim=-1, keepdim=True)  # (B,12,1)
-    unit = torch.where(length > 0, v / length.clamp_min(1e-12), v.new_tensor([1.0, 0.0]))  # (B,12,2)
+    unit = v / length.clamp_min(1e-12) + F.pad((length == 0).to(v.dtype), (0, 1))  # (B,12,2); (1, 0) if L = 0
     uy, ux = unit[..., 0, None, None], unit[..., 1, None, None]  # (B,12,1,1)
     half = 0.5 * length[..., None]  # (B,12,1,1)
     rows, cols = _pixel_axes(height, width, kp)

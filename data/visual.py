@@ -22,6 +22,12 @@ def read_image(path: Path) -> np.ndarray:
     return read_bgr(path, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of the outermost pixel ring of an (h,w,3) image: the background to continue."""
+    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2w + 2h, 3)
+    return np.median(ring, axis=0).round().astype(np.uint8)
+
+
 def from_uint8(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(H,W,3) uint8 RGB -> (3,H,W) float32 in [-1, 1]: x / 127.5 - 1, the networks' input range."""
     chw = torch.as_tensor(image).permute(2, 0, 1)  # (3,H,W) uint8 view

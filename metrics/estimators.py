@@ -4,7 +4,8 @@
 
 (numpy or torch), in OpenPose-COCO joint order (DESIGN.md section 3). The published numbers use OpenPose (PATN's
 tool/compute_coordinates.py); wrap whichever estimator you have in such a callable and pass it to evaluate.py as
-`--pose-estimator package.module:attr`. `attr` may be the callable itself or a class constructed without arguments.
+`--pose-estimator package.module:attr`. `attr` may be the callable itself or a class constructed without arguments,
+e.g. `metrics.mediapipe_pose:MediaPipePose` (MediaPipe's landmarker, the optional extra; not the published protocol).
 Predictions are written as an annotation CSV (data.annotations' format) keyed by the generated image's file name.
 """
 

@@ -35,7 +35,8 @@ from torch import nn
 
 from metrics.files import read_image, script_listing, whole_batches
 from utils.errors import InputError
-from utils.io import atomic_path
+from utils.io import atomic_path, ensure_writable_folder
+from utils.numerics import device_description, ieee_float32
 from utils.weights import load_state_dict, weights_info
 
 NETWORKS = ("torchvision", "standard")
@@ -108,24 +109,32 @@ def transform_input(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class PoolFeatures(nn.Module):
-    """uint8 (B,3,H,W) RGB -> (B,D) features: x / 255, bilinear resize to `resize`, the input transform, `blocks`.
+    """uint8 (B,3,H,W) RGB -> (B,D) features: x / 255, bilinear resize to `resize`, the input transform, `blocks`,
+    in IEEE float32 (no TF32: utils.numerics).
 
-    identity: what the features depend on (part of the real-statistics cache key)."""
+    network: the network and its weights, which with the transform and the device make `identity`."""
 
-    def __init__(self, blocks: nn.Module, input_transform: str, identity: str, weights_source: str,
+    def __init__(self, blocks: nn.Module, input_transform: str, network: str, weights_source: str,
                  random: bool, resize: int = 299):
         super().__init__()
         if input_transform not in INPUT_TRANSFORMS:
             raise ValueError(f"unknown FID input transform {input_transform!r}; known: {', '.join(INPUT_TRANSFORMS)}")
         self.blocks, self.input_transform, self.resize = blocks, input_transform, resize
-        self.identity, self.weights_source, self.random = f"{identity}|{input_transform}", weights_source, random
+        self.features_of, self.weights_source, self.random = f"{network}|{input_transform}", weights_source, random
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def identity(self) -> str:
+        """What the features depend on (part of the real-statistics cache key): the network, its weights and input
+        transform, and where and how they are computed (the device, float32 without TF32)."""
+        return f"{self.features_of}|{device_description(next(self.parameters()).device)}|float32"
 
     def train(self, mode: bool = True) -> PoolFeatures:
         return super().train(False)  # BatchNorm must use its stored statistics
 
     @torch.no_grad()
+    @ieee_float32()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"FID features: expected uint8 (B,3,H,W), got {images.dtype} {tuple(images.shape)}")
@@ -293,7 +302,8 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     only the images of the script's n // b whole batches of b, in that order (the published FID scripts); shrink:
     b becomes n when n < b (GFLA's guard).
     The cache file name is a hash of the listing fingerprint, the identity, the reader, order and batching and
-    CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching.
+    CACHE_VERSION, so a changed file, protocol or weights file is a miss. cache_dir None: no caching; on a miss,
+    a cache_dir that cannot be written is a WriteError naming it before any feature is computed.
     """
     files = image_files(folder, order)
     files = files[: whole_batches(len(files), whole_batches_of, shrink)]
@@ -308,13 +318,14 @@ def real_statistics(folder: str | os.PathLike, extractor, cache_dir: str | os.Pa
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file) as data:
             return RealStatistics(data["mu"], data["sigma"], int(data["count"]), str(folder), cache_file, True)
+    if cache_file is not None:  # a folder the result cannot be saved in is found before the work, not after it
+        ensure_writable_folder(cache_file.parent, "FID cache folder")
     loader = torch.utils.data.DataLoader(_Folder(files, size, reader), batch_size=batch_size, num_workers=workers)
     moments = RunningMoments()
     for batch in progress(loader) if progress else loader:
         moments.update(extractor(batch))
     mu, sigma = moments.statistics()
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         info = json.dumps({"folder": str(folder), "identity": extractor.identity, "count": moments.n})
         with atomic_path(cache_file) as tmp:  # a killed run never leaves a half-written cache
             np.savez(tmp, mu=mu, sigma=sigma, count=moments.n, info=info)

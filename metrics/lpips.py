@@ -21,6 +21,7 @@ import lpips as lpips_package
 import torch
 from torch import nn
 
+from utils.numerics import ieee_float32
 from utils.weights import load_state_dict
 
 RANDOM_SEED = 0
@@ -83,8 +84,10 @@ class LPIPSMetric(nn.Module):
         return images.float() / 127.5 - 1
 
     @torch.no_grad()
+    @ieee_float32()
     def forward(self, a: torch.Tensor, b: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
-        """a, b uint8 (B,3,H,W); masks optional bool (B,H,W) for mask-LPIPS -> (B,) distances."""
+        """a, b uint8 (B,3,H,W); masks optional bool (B,H,W) for mask-LPIPS -> (B,) distances, in IEEE float32
+        (no TF32: utils.numerics)."""
         if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
             raise ValueError(f"lpips: expected two (B,3,H,W) batches of the same shape, got {tuple(a.shape)} and "
                              f"{tuple(b.shape)}")

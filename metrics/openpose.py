@@ -57,7 +57,8 @@ from torch import nn
 
 from data.pose import NUM_JOINTS
 from utils.errors import InputError
-from utils.weights import load_state_dict
+from utils.numerics import ieee_float32
+from utils.weights import frozen_network, state_dict_problems
 
 WEIGHTS_NAME = "openpose_body_coco"  # utils.weights: body_pose_model.pth
 RANDOM_SEED = 0
@@ -154,6 +155,7 @@ class OpenPoseBody(nn.Module):
                 x = F.relu(x)
         return x
 
+    @ieee_float32()  # TF32 would move the maps, and the thresholds on them could keep or drop other joints
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self._run(self.front, x, last_relu=True)  # (B,128,H/8,W/8)
         h = features
@@ -166,16 +168,9 @@ class OpenPoseBody(nn.Module):
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
     """OpenPoseWeightsError naming the first missing, unexpected or mis-shaped keys of `state`."""
-    expected = parameter_shapes()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {v})" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != v]
-    problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    problems = state_dict_problems(state, parameter_shapes())
     if problems:
-        raise OpenPoseWeightsError(f"{source}: not the OpenPose COCO body model (body_pose_model.pth); "
-                                   + "; ".join(problems))
+        raise OpenPoseWeightsError(f"{source}: not the OpenPose COCO body model (body_pose_model.pth); {problems}")
 
 
 def build_openpose(weights: str | os.PathLike = "published", seed: int = RANDOM_SEED) -> tuple[OpenPoseBody, str]:
@@ -184,21 +179,11 @@ def build_openpose(weights: str | os.PathLike = "published", seed: int = RANDOM_
     weights: "published" (body_pose_model.pth from the torch hub cache), a path to that file, or "random" (PyTorch's
     default initialisation from `seed`: the same cost as the real model, for tests and benchmarks only).
     """
-    state = None
-    if isinstance(weights, str) and weights == "random":
-        source = f"random (seed {seed})"
-    else:
-        path = None if isinstance(weights, str) and weights == "published" else os.fspath(weights)
-        state = load_state_dict(WEIGHTS_NAME, path)
-        source = path or f"{WEIGHTS_NAME} (torch hub cache)"
-        check_state_dict(state, source)  # before the network is built: a wrong file fails fast
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = OpenPoseBody()
-    if state is not None:
-        net.load_state_dict(state)
-    net.requires_grad_(False)
-    return net.eval(), source
+    def checked(state: dict, source: str) -> dict:
+        check_state_dict(state, source)
+        return state
+
+    return frozen_network(WEIGHTS_NAME, weights, OpenPoseBody, seed, checked)
 
 
 # ------------------------------------------------------------------------------------------ resampling as matrices
@@ -415,18 +400,23 @@ def assemble_people(peaks: list[np.ndarray], paf: np.ndarray, image_height: int)
     return subset[keep]
 
 
-def best_person(peaks: list[np.ndarray], paf: np.ndarray, image_height: int) -> np.ndarray:
-    """(18,2) int64 (y, x) of the highest-scoring person, -1 for missing parts (all -1 when nobody is left)."""
+def all_people(peaks: list[np.ndarray], paf: np.ndarray, image_height: int) -> np.ndarray:
+    """(n,18,2) int64 (y, x) of every person left after the deletion rule, by decreasing score (stable), -1 for
+    missing parts."""
     subset = assemble_people(peaks, paf, image_height)
-    out = np.full((NUM_JOINTS, 2), -1, np.int64)
-    if len(subset) == 0:
-        return out
-    row = subset[np.argmax(subset[:, -2])]
+    subset = subset[np.argsort(-subset[:, -2], kind="stable")]
     xy = np.concatenate([p[:, :2] for p in peaks])  # (n,2) (x, y) by candidate id
-    present = row[:NUM_JOINTS] >= 0
-    ids = row[:NUM_JOINTS][present].astype(np.int64)
-    out[present] = xy[ids][:, ::-1].astype(np.int64)  # (x, y) -> (y, x)
+    out = np.full((len(subset), NUM_JOINTS, 2), -1, np.int64)
+    present = subset[:, :NUM_JOINTS] >= 0  # (n,18)
+    out[present] = xy[subset[:, :NUM_JOINTS][present].astype(np.int64)][:, ::-1].astype(np.int64)  # (x, y) -> (y, x)
     return out
+
+
+def best_person(peaks: list[np.ndarray], paf: np.ndarray, image_height: int) -> np.ndarray:
+    """(18,2) int64 (y, x) of the highest-scoring person (the first on a tie, np.argmax's), -1 for missing parts
+    (all -1 when nobody is left)."""
+    people = all_people(peaks, paf, image_height)
+    return people[0] if len(people) else np.full((NUM_JOINTS, 2), -1, np.int64)
 
 
 def keypoints_from_maps(heatmaps: torch.Tensor, pafs: torch.Tensor, image_height: int | None = None) -> np.ndarray:
@@ -483,3 +473,10 @@ class OpenPoseEstimator:
             heat, paf = multiscale_maps(self.net, chunk, self.boxsize, self.scales)
             out.append(keypoints_from_maps(heat, paf, image_height=chunk.shape[1]))
         return np.concatenate(out) if out else np.zeros((0, NUM_JOINTS, 2), np.int64)
+
+    def people(self, image: np.ndarray) -> list[np.ndarray]:
+        """Every person of one uint8 RGB (H,W,3) image, (18,2) float32 (y, x) each, the best-scoring first."""
+        heat, paf = multiscale_maps(self.net, torch.as_tensor(image)[None], self.boxsize, self.scales)
+        peaks = find_peaks(heat)[0]
+        people = all_people(peaks, paf[0].cpu().numpy(), image.shape[0])
+        return [p.astype(np.float32) for p in people]

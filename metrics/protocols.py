@@ -39,7 +39,8 @@ clean (default): ours. SSIM with Gaussian window, population covariance and data
   decoded; FID on every image with pytorch-fid's 2x - 1 input (network "torchvision", real set = the training
   images, or "standard", pytorch-fid's FID Inception with the test images); LPIPS on every image; PCKh as patn.
   Our own measures, which no published script computes and so only clean defines: the per-part colour error
-  (metrics/colour.py) and SPATN's parsing pixel accuracy and mIoU (metrics/parsing.py).
+  (metrics/colour.py), the per-part texture correlation and contrast (metrics/texture.py) and SPATN's parsing
+  pixel accuracy and mIoU (metrics/parsing.py).
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ import torch
 from metrics.colour import MIN_PART_PIXELS
 from metrics.files import FASHION_NARROW, FASHION_SQUARE, pad_narrow_fashion
 from metrics.ssim import GENERATED_RANGE, apply_mask, ssim
+from metrics.texture import MIN_TEXTURE_STD
 from utils.errors import InputError
 
 PROTOCOLS = ("clean", "release", "patn", "gfla")
 SCRIPT_BATCH = 64  # the published FID / LPIPS batch size, whose remainder they drop
-METRIC_FIELDS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "parsing")
-OURS = ("colour", "parsing")  # our own measures: in no published script, so only the clean protocol defines them
+METRIC_FIELDS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "texture", "parsing")
+# our own measures: in no published script, so only the clean protocol defines them
+OURS = ("colour", "texture", "parsing")
 PCKH_TEXT = "PATN's calPCKH (alpha 0.5 of the target head box; targets with < 2 head joints skipped)"
 
 
@@ -157,6 +160,7 @@ class Protocol:
     mlpips: LPIPSSpec | None = None
     pckh: str | None = None
     colour: str | None = None
+    texture: str | None = None
     parsing: str | None = None
 
     def spec(self, metric: str):
@@ -168,6 +172,15 @@ class Protocol:
             raise ProtocolError(f"protocol {self.name!r} defines no {metric} ({why}); it offers {offered}; use "
                                 f"--protocol {use}")
         return value
+
+    def note(self, metric: str, kept: np.ndarray | None = None) -> str:
+        """How `metric` is computed, in words, prefixed with the protocol's name; `kept`, the (N,) pairs the
+        script's whole batches score, adds their count when some are left out."""
+        spec = self.spec(metric)
+        text = spec if isinstance(spec, str) else spec.text
+        if kept is not None and not kept.all():
+            text += f"; {int(kept.sum())} of {len(kept)} images in whole batches"
+        return f"{self.name}: {text}"
 
     def crops(self, size: tuple[int, int]) -> bool:
         """Whether FID / LPIPS see the release's DeepFashion crop at this image size."""
@@ -195,6 +208,9 @@ def get_protocol(name: str, size: tuple[int, int], clean_fid_network: str = "tor
             pckh=PCKH_TEXT,
             colour=f"per pair and target ground-truth part (CIHP ids, >= {MIN_PART_PIXELS} px, not background), the "
                    f"mean over R,G,B of |mean colour generated - mean colour truth|",
+            texture=f"per pair and target ground-truth clothing part (CIHP 5, 6, 7, 9, 12; >= {MIN_PART_PIXELS} px, "
+                    f"true grey std >= {MIN_TEXTURE_STD:g}), the Pearson correlation of the generated and true "
+                    f"grey-level residuals around the part's mean",
             parsing="predicted label maps vs. the ground truth through data.label_merge, one confusion matrix "
                     "pooled over all pairs",
         )

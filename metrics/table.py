@@ -15,18 +15,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.errors import InputError
-from utils.io import write_csv, write_json
+import numpy as np
 
-METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "parsing")
-# "colour" and "parsing" are our own measures (the clean protocol's only: no paper reports them), each selected by
-# one name and reported as two rows: the per-part colour error and its share within 20 levels; parsing pixel
-# accuracy and mIoU
+from utils.errors import InputError
+from utils.io import csv_text, json_text, write_files
+
+METRICS = ("ssim", "mssim", "fid", "lpips", "mlpips", "pckh", "colour", "texture", "parsing")
+# "colour", "texture" and "parsing" are our own measures (the clean protocol's only: no paper reports them), each
+# selected by one name and reported as several rows: the per-part colour error and its share within 20 levels;
+# the per-part texture correlation, its share above 0.5 and the texture contrast; parsing pixel accuracy and mIoU
 LABELS = {"ssim": "SSIM", "mssim": "Mask-SSIM", "fid": "FID", "lpips": "LPIPS", "mlpips": "Mask-LPIPS",
           "pckh": "PCKh", "colour": "Per-part colour error (grey levels)", "colour20": "Parts within 20 levels",
+          "texture": "Per-part texture correlation", "texture50": "Parts with texture correlation > 0.5",
+          "texture_contrast": "Texture contrast (generated / true)",
           "parsing_acc": "Parsing pixel accuracy", "parsing_miou": "Parsing mIoU"}
+# None: neither; 1 is best (a ratio to the ground truth)
 HIGHER_IS_BETTER = {"ssim": True, "mssim": True, "fid": False, "lpips": False, "mlpips": False, "pckh": True,
-                    "colour": False, "colour20": True, "parsing_acc": True, "parsing_miou": True}
+                    "colour": False, "colour20": True, "texture": True, "texture50": True, "texture_contrast": None,
+                    "parsing_acc": True, "parsing_miou": True}
 BACKBONE = {"fid": "Inception", "lpips": "AlexNet trunk", "mlpips": "AlexNet trunk", "pckh": "OpenPose"}
 # what the papers report per dataset (SPGNet Tables 1-2): the mask metrics are Market-1501's
 DEFAULT_METRICS = {
@@ -77,7 +83,7 @@ def _fmt(value: float) -> str:
 
 
 def markdown_table(results: Sequence[MetricResult], info: Mapping[str, object]) -> str:
-    arrows = {True: "higher", False: "lower"}
+    arrows = {True: "higher", False: "lower", None: "closer to 1"}
     lines = [
         f"Evaluated {info.get('images')} generated images ({info.get('generated')}); protocol: "
         f"{info.get('protocol')} ({info.get('protocol_reproduces')}); weights: {info.get('weights')}",
@@ -110,17 +116,41 @@ def _json_safe(value):
     return value
 
 
+def per_image_layout(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """per_image.csv's metric columns in the file's order: the per-image scores (float), then the whole-batch
+    flags (bool), then the counts (integer), each group in metric order."""
+    group = {"f": 0, "b": 1}
+    return dict(sorted(columns.items(), key=lambda item: group.get(np.asarray(item[1]).dtype.kind, 2)))
+
+
+def _cells(column: Sequence | np.ndarray) -> list:
+    """One per_image.csv column as cells: a float as its repr (every digit), a flag or a count as an integer, a
+    masked entry empty, anything else as it is."""
+    if isinstance(column, np.ma.MaskedArray):
+        return ["" if masked else int(v) for v, masked in zip(column.data, np.ma.getmaskarray(column))]
+    if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+        return [repr(float(v)) for v in column]
+    if isinstance(column, np.ndarray) and column.dtype.kind in "biu":
+        return [int(v) for v in column]
+    return list(column)
+
+
 def write_outputs(out_dir: str | Path, results: Sequence[MetricResult], info: Mapping[str, object],
-                  per_image: Sequence[Mapping[str, object]], per_image_columns: Sequence[str]) -> dict[str, Path]:
-    """metrics.json, metrics.csv and per_image.csv in out_dir. Both CSVs carry the image count, the weights and
-    the protocol's name as columns, so a CSV read on its own still says what it measured."""
+                  per_image: Mapping[str, Sequence | np.ndarray]) -> dict[str, Path]:
+    """metrics.json, metrics.csv and per_image.csv (one column per key of `per_image`, one row per image) in
+    out_dir, written together (utils.io.write_files: all or none replaced). Both CSVs carry the image count, the
+    weights and the protocol's name as columns, so a CSV read on its own still says what it measured."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "per_image": out / "per_image.csv"}
-    write_json(paths["json"], _json_safe(metrics_json(results, info)))
     common = {"images": info.get("images"), "weights": info.get("weights"), "protocol": info.get("protocol")}
-    write_csv(paths["csv"], ["metric", "label", "value", "count", "computed_as", *common],
-              ([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()] for r in results))
-    write_csv(paths["per_image"], [*per_image_columns, *common],
-              ([*(row.get(k, "") for k in per_image_columns), *common.values()] for row in per_image))
+    cells = [_cells(column) for column in per_image.values()]
+    texts = {
+        "json": json_text(_json_safe(metrics_json(results, info))),
+        "csv": csv_text(["metric", "label", "value", "count", "computed_as", *common],
+                        ([r.key, r.label, repr(float(r.value)), r.count, r.protocol, *common.values()]
+                         for r in results)),
+        "per_image": csv_text([*per_image, *common], ([*row, *common.values()] for row in zip(*cells))),
+    }
+    write_files({paths[k]: text.encode("utf-8") for k, text in texts.items()})
     return paths

@@ -1,13 +1,17 @@
-"""Building blocks of the SPGNet generator (paper 3.2, Fig. 1 (b)) and of its ablation variants.
+"""Building blocks of the networks: SPGNet's generator (paper 3.2, Fig. 1 (b)), its ablation variants, and
+the normalisation layers the other networks share.
 
-Encoders (PEBlock / AEBlock, one `EncoderBlock` class: the paper gives both the same architecture), the
-visibility gating of the warped appearance features (after Intr-Flow, paper eq. 5), the UpBlock of the decoder,
-and the two conditional residual blocks, `SPGBlock` (the decoder) and `CondResBlock` (SPADE/SEAN's ResBlk for
-the SEAN-generator ablation). The conditional blocks take a normalisation factory (models.normalization), so the
-full model, Ours-SPADE, Ours-CC and the Baseline share one block and differ in that layer only.
+`norm_layer` (batch | instance | none, by name) and `conv_norm_relu`: the unit SPATN, the flow module, the
+PatchGAN discriminator and the PATN-style ablation are built from.
 
-Unconditional layers use batch norm, as the authors' release; residual blocks have one 3x3 conv each as there
-(the Variational-U-Net block Intr-Flow and the authors reuse): out = x + BN(conv(ReLU(x))).
+Generator: encoders (PEBlock / AEBlock, one `EncoderBlock` class: the paper gives both the same architecture),
+the visibility gating of the warped appearance features (after Intr-Flow, paper eq. 5), the UpBlock of the
+decoder, and the two conditional residual blocks, `SPGBlock` (the decoder) and `CondResBlock` (SPADE/SEAN's ResBlk
+for the SEAN-generator ablation). The conditional blocks take a normalisation factory (models.normalization), so
+the full model, Ours-SPADE, Ours-CC and the Baseline share one block and differ in that layer only.
+
+The generator's unconditional layers use batch norm, as the authors' release; residual blocks have one 3x3 conv
+each as there (the Variational-U-Net block Intr-Flow and the authors reuse): out = x + BN(conv(ReLU(x))).
 """
 
 from __future__ import annotations
@@ -17,6 +21,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.normalization import NormFactory
+
+NORMS = ("batch", "instance", "none")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """2-D normalisation by name: batch | instance (pix2pix's, no affine, no running stats) | none."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
+
+
+def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, norm: str, stride: int = 1) -> nn.Sequential:
+    """Conv (zero padding k//2) -> norm -> ReLU. The conv has a bias only without a norm: batch and instance
+    norm subtract the per-channel mean, which cancels a bias exactly (its gradient would be zero)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                  bias=norm == "none"),
+        norm_layer(norm, out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ResBlock(nn.Module):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
-from models.spatn import NORMS, norm_layer
+from models.blocks import NORMS, norm_layer
 
 
 class PatchDiscriminator(nn.Module):

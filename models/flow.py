@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.pose import LIMBS
-from models.spatn import conv_norm_relu
+from models.blocks import conv_norm_relu
 
 # --------------------------------------------------------------------------------------- flow utilities
 
@@ -64,9 +64,20 @@ def downsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     _, _, height, width = flow.shape
     h, w = size
-    small = F.adaptive_avg_pool2d(flow, (h, w))  # (B,2,h,w)
-    scale = flow.new_tensor([w / width, h / height]).view(1, 2, 1, 1)
-    return small * scale
+    return scale_flow(F.adaptive_avg_pool2d(flow, (h, w)), w / width, h / height)  # (B,2,h,w)
+
+
+def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """(B,2,h,w) flow with x times sx and y times sy. Python scalars: a forward on a GPU copies nothing from the
+    host (a tensor of the factors would be one copy, and a wait, per call)."""
+    return torch.cat([flow[:, :1] * sx, flow[:, 1:] * sy], dim=1)
+
+
+def float32_head(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """A flow head run in float32 outside autocast. Under bf16 a raw flow of 3 (60 px at flow_scale 20) is
+    resolved to 1/64, 0.3 px, and the coarse-to-fine sums of such residuals would add that error per level."""
+    with torch.autocast(features.device.type, enabled=False):
+        return head(features.float())
 
 
 def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -90,10 +101,13 @@ NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1
 CHOICE_GAIN = 10.0
 
 
-def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height: int,
-               width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height: int, width: int,
+               segments: torch.Tensor | None = None, torso: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate target->source flows from the two poses alone: (B,K,2,H,W) in full-resolution pixels and their
-    validity (B,K) bool, K = NUM_LIMB_FLOWS. Keypoints (B,18,2) (y, x), -1 missing.
+    validity (B,K) bool, K = NUM_LIMB_FLOWS. Keypoints (B,18,2) (y, x), -1 missing. `segments` (S,2) and `torso`
+    (5,) are SEGMENTS and TORSO_JOINTS as long tensors on the keypoints' device (FlowNet keeps them, so that a
+    forward on a GPU copies nothing from the host); made here when None.
 
     With points as complex numbers z = x + iy, a segment (a, b) of SEGMENTS (the limbs of data.pose.LIMBS and the
     torso's axis) in the target and in the source gives the similarity taking the target segment onto the source
@@ -116,7 +130,11 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
     present = torch.cat([present, present[:, 8:9] & present[:, 11:12]], dim=1)  # (B,19)
     ys = torch.arange(height, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, height, 1)
     xs = torch.arange(width, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, 1, width)
-    start, end = (torch.tensor(i, device=kp_s.device) for i in zip(*SEGMENTS))  # (S,) joint indices
+    if segments is None:
+        segments = torch.tensor(SEGMENTS, device=kp_s.device)
+    if torso is None:
+        torso = torch.tensor(TORSO_JOINTS, device=kp_s.device)
+    start, end = segments[:, 0], segments[:, 1]  # (S,) joint indices
     a_t, d_t = kp_t[:, start], kp_t[:, end] - kp_t[:, start]  # (B,S,2)
     a_s, d_s = kp_s[:, start], kp_s[:, end] - kp_s[:, start]
     norm = (d_t**2).sum(-1)  # (B,S) |b_t - a_t|^2
@@ -137,12 +155,11 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
     mirrored = flow(a_s[..., 0, None, None] + m_re[..., None, None] * dx + m_im[..., None, None] * dy,  # r u^2 conj(d)
                     a_s[..., 1, None, None] + m_im[..., None, None] * dx - m_re[..., None, None] * dy)
 
-    torso = torch.tensor(TORSO_JOINTS, device=kp_s.device)
     weight = present[:, torso].double()  # (B,5)
     design = torch.cat([kp_t[:, torso].double(), torch.ones_like(weight[..., None])], dim=-1)  # (B,5,3) [x y 1]
     normal = design.transpose(1, 2) @ (weight[..., None] * design)  # (B,3,3)
-    ridge = 1e-6 * torch.eye(3, dtype=torch.float64, device=kp_s.device)  # keeps a rank-2 fit finite
-    fit = torch.linalg.solve(normal + ridge, design.transpose(1, 2) @ (weight[..., None] * kp_s[:, torso].double()))
+    normal.diagonal(dim1=1, dim2=2).add_(1e-6)  # a ridge keeps a rank-2 fit finite
+    fit = torch.linalg.solve(normal, design.transpose(1, 2) @ (weight[..., None] * kp_s[:, torso].double()))
     fit = fit.to(kp_s.dtype)  # (B,3,2): source (x, y) = [x y 1] @ fit
     affine = flow((xs * fit[:, 0, 0, None, None, None] + ys * fit[:, 1, 0, None, None, None]
                    + fit[:, 2, 0, None, None, None]),
@@ -210,6 +227,8 @@ class FlowNet(nn.Module):
         if self.choice_head is not None:
             nn.init.zeros_(self.choice_head.weight)
             nn.init.zeros_(self.choice_head.bias)
+            self.register_buffer("segments", torch.tensor(SEGMENTS), persistent=False)  # (S,2) joint indices
+            self.register_buffer("torso_joints", torch.tensor(TORSO_JOINTS), persistent=False)  # (5,)
         for head in self.flow_heads:
             # start close to the zero flow (identity warp) while keeping every gradient path alive
             with torch.no_grad():
@@ -234,7 +253,7 @@ class FlowNet(nn.Module):
             skips.append(x)
 
         feat = skips[-1]
-        raw = self.flow_heads[-1](feat)  # (B,2,H_L,W_L) full-res pixels / flow_scale
+        raw = float32_head(self.flow_heads[-1], feat)  # (B,2,H_L,W_L) full-res pixels / flow_scale, float32
         raws = [raw]
         for level in reversed(range(self.n_scales - 1)):
             skip = skips[level]
@@ -242,26 +261,25 @@ class FlowNet(nn.Module):
             feat = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
             raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
             feat = self.decoder[level](torch.cat([feat, skip, raw], dim=1))  # (B,C_l,H_l,W_l)
-            raw = raw + self.flow_heads[level](feat)
+            raw = raw + float32_head(self.flow_heads[level], feat)  # the sum in float32, also under autocast
             raws.append(raw)
 
         flows = []
         for r in raws:  # coarse to fine
             h, w = r.shape[2:]
-            scale = r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1)
-            flows.append(r * scale)  # (B,2,h,w) in this scale's pixels
+            flows.append(scale_flow(r, self.flow_scale * w / width, self.flow_scale * h / height))  # scale's pixels
         if self.choice_head is not None:  # level 0 is at full resolution
             logits = CHOICE_GAIN * self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
             flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
 
-    @staticmethod
-    def choose(regressed: torch.Tensor, logits: torch.Tensor, src_keypoints: torch.Tensor,
+    def choose(self, regressed: torch.Tensor, logits: torch.Tensor, src_keypoints: torch.Tensor,
                tgt_keypoints: torch.Tensor) -> torch.Tensor:
         """sum_k softmax(logits)_k C_k over C_0 = the regressed flow (B,2,H,W) and the valid limb flows, per pixel;
         logits (B,1+K,H,W)."""
         height, width = regressed.shape[2:]
-        candidates, valid = limb_flows(src_keypoints, tgt_keypoints, height, width)  # (B,K,2,H,W), (B,K)
+        candidates, valid = limb_flows(src_keypoints, tgt_keypoints, height, width, self.segments,
+                                       self.torso_joints)  # (B,K,2,H,W), (B,K)
         candidates = torch.cat([regressed.float().unsqueeze(1), candidates], dim=1)  # (B,1+K,2,H,W)
         valid = torch.cat([valid.new_ones(valid.shape[0], 1), valid], dim=1)  # the regressed flow always
         logits = logits.float().masked_fill(~valid[..., None, None], float("-inf"))

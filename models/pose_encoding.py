@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data.pose import DistanceMapEncoding, joint_heatmaps, limb_distances
+from data.pose import LIMBS, DistanceMapEncoding, joint_heatmaps, limb_distances
 
 
 class PoseEncoder(nn.Module):
@@ -21,6 +21,8 @@ class PoseEncoder(nn.Module):
         self.height, self.width = height, width
         self.heatmap, self.sigma, self.radius = heatmap, sigma, radius
         self.distance = DistanceMapEncoding(kappa=kappa, learnable=learnable_kappa)
+        # the limbs' joint indices on the module's device (not saved): a forward builds no tensor from host data
+        self.register_buffer("limbs_index", torch.tensor(LIMBS), persistent=False)  # (12,2)
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
         """keypoints (B,18,2) (y, x), -1 missing -> pose maps (B,30,H,W), or (B,18,H,W) without limbs."""
@@ -29,5 +31,5 @@ class PoseEncoder(nn.Module):
                                   radius=self.radius)  # (B,18,H,W)
             if not self.limbs:
                 return heat
-            dist, valid = limb_distances(keypoints, self.height, self.width)  # (B,12,H,W), (B,12)
+            dist, valid = limb_distances(keypoints, self.height, self.width, self.limbs_index)  # (B,12,H,W), (B,12)
         return torch.cat([heat, self.distance(dist, valid)], dim=1)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.blocks import DownBlock, ResBlock, SideResBlock, UpBlock
-from models.flow import FlowOutput
+from models.flow import FlowOutput, float32_head, scale_flow
 
 
 class ReleaseFlowNet(nn.Module):
@@ -94,14 +94,12 @@ class ReleaseFlowNet(nn.Module):
             x = self.dec_up[level](x)
             for block in reversed(self.dec_res[level]):
                 x = block(x, skips.pop())
-            raws.append(self.flow_heads[level](x))  # (B,2,h_l,w_l)
+            raws.append(float32_head(self.flow_heads[level], x))  # (B,2,h_l,w_l) float32, also under autocast
 
         up = {"scale_factor": self.start_scale, "mode": "bilinear", "align_corners": False}
         vis_logits = F.interpolate(self.vis_head(x), **up)  # (B,3,H,W)
-        foreground = (vis_logits.argmax(dim=1, keepdim=True) < 2).to(x.dtype)  # (B,1,H,W)
+        foreground = (vis_logits.argmax(dim=1, keepdim=True) < 2).float()  # (B,1,H,W)
         flow = F.interpolate(raws[-1], **up) * self.flow_scale * foreground  # (B,2,H,W) full-resolution pixels
-        flows = []
-        for r in raws:
-            h, w = r.shape[2:]
-            flows.append(r * r.new_tensor([self.flow_scale * w / width, self.flow_scale * h / height]).view(1, 2, 1, 1))
+        flows = [scale_flow(r, self.flow_scale * r.shape[3] / width, self.flow_scale * r.shape[2] / height)
+                 for r in raws]
         return FlowOutput(flow=flow, flows=flows, vis_logits=vis_logits)

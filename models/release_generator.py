@@ -52,7 +52,8 @@ class ReleaseSEAN(nn.Module):
 
     The release draws the noise as randn(B, W, H, 1) and transposes it; so does this layer, so one seed gives
     one noise field in both. `noise` switches it off (deterministic comparisons); the release adds it in
-    training and at test time alike. The release blends with s = sigmoid(b) on the *style* branch; SEAN's
+    training and at test time alike. Switched off, the noise scale is frozen: an unused parameter that asked for a
+    gradient would stop DDP at its second step. The release blends with s = sigmoid(b) on the *style* branch; SEAN's
     theta multiplies the parsing branch, so the converter stores SEAN's logit as -b (1 - sigmoid(b) =
     sigmoid(-b)).
     """
@@ -63,7 +64,7 @@ class ReleaseSEAN(nn.Module):
     ):
         super().__init__()
         self.noise = noise
-        self.noise_scale = nn.Parameter(torch.zeros(channels))
+        self.noise_scale = nn.Parameter(torch.zeros(channels), requires_grad=noise)
         self.refine = PerClassLinear(num_classes, style_dim, style_dim)
         self.sean = SEAN(channels, num_classes, style_dim, hidden=hidden, kernel_size=kernel_size)
 
@@ -147,10 +148,11 @@ class ReleaseGenerator(nn.Module):
         self.to_image = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(widths[0], 3, 7))
 
     def set_noise(self, enabled: bool) -> None:
-        """Noise injection in every SEAN layer on or off."""
+        """Noise injection in every SEAN layer on or off (off, the noise scales are frozen)."""
         for module in self.modules():
             if isinstance(module, ReleaseSEAN):
                 module.noise = enabled
+                module.noise_scale.requires_grad_(enabled)
 
     def encode(self, x: torch.Tensor, res: nn.ModuleList, down: nn.ModuleList) -> tuple[list[list[torch.Tensor]],
                                                                                           torch.Tensor]:

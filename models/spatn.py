@@ -11,29 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("batch", "instance", "none")
-
-
-def norm_layer(kind: str, channels: int) -> nn.Module:
-    """2-D normalisation by name: batch | instance (pix2pix's, no affine, no running stats) | none."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
-
-
-def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, norm: str, stride: int = 1) -> nn.Sequential:
-    """Conv (zero padding k//2) -> norm -> ReLU. The conv has a bias only without a norm: batch and instance
-    norm subtract the per-channel mean, which cancels a bias exactly (its gradient would be zero)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
-                  bias=norm == "none"),
-        norm_layer(norm, out_channels),
-        nn.ReLU(inplace=True),
-    )
+from models.blocks import NORMS, conv_norm_relu, norm_layer
 
 
 class PATBlock(nn.Module):

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.blocks import CondResBlock, PyramidEncoder
+from models.blocks import CondResBlock, PyramidEncoder, norm_layer
 from models.generator import SPGNetGenerator, channel_widths, check_inputs, default_n_scales, scale_sizes
 from models.normalization import match_size, norm_factory
 from models.release_generator import ReleaseGenerator
-from models.spatn import PATBlock, encoder_pathway, norm_layer
+from models.spatn import PATBlock, encoder_pathway
 from models.style import StyleEncoder
 from utils.config import ConfigError
 

@@ -15,19 +15,15 @@ conversion with its name.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data.annotations import read_pairs  # noqa: E402
-from data.datasets import pair_parsing_name, stem  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from data.annotations import read_pairs
+from data.datasets import pair_parsing_name, stem
+from utils.cli import run_main
+from utils.errors import InputError
 
 CANVAS = (256, 256)  # (H, W) of the release's Market maps
 COLUMNS = (64, 192)  # the person's columns on the canvas

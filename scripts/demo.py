@@ -30,21 +30,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data.annotations import read_pairs
+from data.datasets import generated_image_name, stem
+from data.synthetic import STYLES
+from utils.checkpoint import load_checkpoint, step_checkpoints
+from utils.cli import run_main
+from utils.config import Config, ConfigError, load_config
+from utils.io import ensure_writable_folder, read_image, write_image, write_json
+from utils.report import write_report
 
-from data.annotations import read_pairs  # noqa: E402
-from data.datasets import generated_image_name, stem  # noqa: E402
-from data.synthetic import STYLES  # noqa: E402
-from utils.checkpoint import load_checkpoint, step_checkpoints  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
-from utils.io import ensure_writable_folder, read_image, write_image, write_json  # noqa: E402
-from utils.report import write_report  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
 DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
-MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,parsing"
-BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour"  # FID of a constant image says nothing; no parsing to score
+MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
+BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
 
 
@@ -75,7 +73,7 @@ def dataset_style(cfg: Config) -> str:
     for name, style in STYLES.items():
         if (style.height, style.width) == size and style.cluttered == (cfg.data.name == "synthetic_market"):
             return name
-    raise SystemExit(f"error: no synthetic style renders {size[0]}x{size[1]} (data.image_size)")
+    raise ConfigError(f"key 'data.image_size' = {list(size)}: no synthetic style renders {size[0]}x{size[1]}")
 
 
 def finished(last: dict, max_steps: int) -> bool:
@@ -125,7 +123,7 @@ def evaluate_command(py: str, images: Path, metrics: str, metrics_dir: Path, arg
             str(metrics_dir), "--weights", "random", "--metrics", metrics, *extra]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--data", default="datasets/synthetic_small", help="where the synthetic set is (made if missing)")
@@ -139,77 +137,116 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-pairs", type=int, default=200)
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides for every step, e.g. "
                    "model.generator.base_channels=16 (a changed model needs a new --out)")
-    args = p.parse_intermixed_args(argv)
-    py, out, started = sys.executable, ROOT / args.out, time.time()
-    # the first N test pairs
-    data = [f"data.root={args.data}", f"data.max_test_pairs={args.test_pairs}", *args.overrides]
-    cfg = load_config(ROOT / args.config, [*args.overrides, f"data.root={ROOT / args.data}"])
-    timings = Timings(out / "timings.json")
-    out.mkdir(parents=True, exist_ok=True)
+    return p.parse_intermixed_args(argv)
 
-    # 1. data
-    if not (ROOT / args.data / cfg.data.pairs_test).is_file():
-        timings.run("data", [py, "scripts/make_synthetic.py", "--style", dataset_style(cfg), "--out", args.data])
 
-    # 2. stage 0: the flow module, on the exact flow the renderer writes
-    flow_dir = out / "flow"
-    ckpts = step_checkpoints(flow_dir / "checkpoints")
-    if not ckpts or not finished(load_checkpoint(ckpts[-1]), args.flow_steps):
-        resume = ["--resume", str(ckpts[-1])] if ckpts else ["--run-dir", str(flow_dir)]
-        timings.run("flow", [py, "train.py", "--config", args.config, *resume, "train.batch_size=8", *data,
-                             "train.stage=flow",
-                             f"train.max_steps={args.flow_steps}", f"train.max_minutes={args.flow_minutes}",
-                             "train.val_every=20", "train.log_every=5", "train.ckpt_every=50"])
-    flow_ckpt = step_checkpoints(flow_dir / "checkpoints")[-1]
+class Demo:
+    """The demo's steps over one output folder, each a subprocess timed in <out>/timings.json; a step skips what an
+    earlier invocation finished."""
 
-    # 3. stages 1 + 2 jointly, with the frozen flow module
-    joint_dir = out / "joint"
-    ckpts = step_checkpoints(joint_dir / "checkpoints")
-    last = load_checkpoint(ckpts[-1]) if ckpts else None
-    if last is None:
-        budget, max_steps, start = args.minutes or DEFAULT_MINUTES, args.steps, ["--run-dir", str(joint_dir)]
-    elif args.minutes is not None:  # continue a finished (or interrupted) run for that many more minutes
-        budget, max_steps, start = args.minutes, last["step"] + args.steps, ["--resume", str(ckpts[-1])]
-    elif not finished(last, args.steps):  # interrupted: what is left of the default budget
-        spent = timings.seconds.get("joint", 0.0) / 60
-        budget, max_steps, start = max(DEFAULT_MINUTES - spent, 0.5), args.steps, ["--resume", str(ckpts[-1])]
-    else:
-        budget = None
-    if budget is not None:
-        timings.run("joint", [py, "train.py", "--config", args.config, *start, *data,
-                              f"model.flow.checkpoint={flow_ckpt}", f"train.max_steps={max_steps}",
-                              f"train.max_minutes={budget}"])
-    joint_ckpt = step_checkpoints(joint_dir / "checkpoints")[-1]
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.py, self.out = args, sys.executable, ROOT / args.out
+        # every step's overrides: the dataset, the first N test pairs
+        self.data = [f"data.root={args.data}", f"data.max_test_pairs={args.test_pairs}", *args.overrides]
+        self.cfg = load_config(ROOT / args.config, [*args.overrides, f"data.root={ROOT / args.data}"])
+        self.timings = Timings(self.out / "timings.json")
+        self.flow_dir, self.joint_dir = self.out / "flow", self.out / "joint"
+
+    def make_data(self) -> None:
+        if not (ROOT / self.args.data / self.cfg.data.pairs_test).is_file():
+            self.timings.run("data", [self.py, "scripts/make_synthetic.py", "--style", dataset_style(self.cfg),
+                                      "--out", self.args.data])
+
+    def train_flow(self) -> Path:
+        """Stage 0, the flow module, on the exact flow the renderer writes; its last checkpoint."""
+        a = self.args
+        ckpts = step_checkpoints(self.flow_dir / "checkpoints")
+        if not ckpts or not finished(load_checkpoint(ckpts[-1]), a.flow_steps):
+            resume = ["--resume", str(ckpts[-1])] if ckpts else ["--run-dir", str(self.flow_dir)]
+            self.timings.run("flow", [self.py, "train.py", "--config", a.config, *resume, "train.batch_size=8",
+                                      *self.data, "train.stage=flow", f"train.max_steps={a.flow_steps}",
+                                      f"train.max_minutes={a.flow_minutes}", "train.val_every=20",
+                                      "train.log_every=5", "train.ckpt_every=50"])
+        return step_checkpoints(self.flow_dir / "checkpoints")[-1]
+
+    def joint_budget(self) -> tuple[float, int, list[str]] | None:
+        """(minutes, max_steps, how to start) of the joint run still to do, or None when it is finished."""
+        a = self.args
+        ckpts = step_checkpoints(self.joint_dir / "checkpoints")
+        last = load_checkpoint(ckpts[-1]) if ckpts else None
+        if last is None:
+            return a.minutes or DEFAULT_MINUTES, a.steps, ["--run-dir", str(self.joint_dir)]
+        if a.minutes is not None:  # continue a finished (or interrupted) run for that many more minutes
+            return a.minutes, last["step"] + a.steps, ["--resume", str(ckpts[-1])]
+        if not finished(last, a.steps):  # interrupted: what is left of the default budget
+            spent = self.timings.seconds.get("joint", 0.0) / 60
+            return max(DEFAULT_MINUTES - spent, 0.5), a.steps, ["--resume", str(ckpts[-1])]
+        return None
+
+    def train_joint(self, flow_ckpt: Path) -> Path:
+        """Stages 1 + 2 jointly, with the frozen flow module; the last joint checkpoint."""
+        todo = self.joint_budget()
+        if todo is not None:
+            budget, max_steps, start = todo
+            self.timings.run("joint", [self.py, "train.py", "--config", self.args.config, *start, *self.data,
+                                       f"model.flow.checkpoint={flow_ckpt}", f"train.max_steps={max_steps}",
+                                       f"train.max_minutes={budget}"])
+        return step_checkpoints(self.joint_dir / "checkpoints")[-1]
+
+    def test_and_evaluate(self, joint_ckpt: Path, step: int) -> Path:
+        """test.py on held-out pairs (skipping complete images), then evaluate.py: each checkpoint once. Returns
+        the test folder (images, parsing_labels, metrics)."""
+        test_dir = self.out / f"test-{step:08d}"
+        metrics_dir = test_dir / "metrics"
+        if not (metrics_dir / "metrics.json").is_file():
+            self.timings.run("test", [self.py, "test.py", "--config", self.args.config, "--checkpoint",
+                                      str(joint_ckpt), *self.data, "--out", str(test_dir), "--grids", "--parsing",
+                                      "--skip-existing"])
+            # FID against the test images (not the training set) and the faster, equal square root: the
+            # random-init Inception makes it a smoke test here, not a number to compare
+            self.timings.run("evaluate", evaluate_command(
+                self.py, test_dir / "images", MODEL_METRICS, metrics_dir, self.args, self.data,
+                ("--pred-parsing", str(test_dir / "parsing_labels"), "--fid-network", "standard", "--fid-method",
+                 "eigh")))
+        return test_dir
+
+    def score_baselines(self) -> dict[str, Path]:
+        """Each baseline's images (written once) scored by evaluate.py once; its metrics.json by name."""
+        baselines = {}
+        pairs = test_pairs(self.cfg, self.args.test_pairs)
+        for name, folder in write_baselines(self.cfg, pairs, self.out / "baselines").items():
+            baselines[name] = folder.parent / f"{name}-metrics" / "metrics.json"
+            if not baselines[name].is_file():
+                self.timings.run("evaluate", evaluate_command(self.py, folder, BASELINE_METRICS,
+                                                              baselines[name].parent, self.args, self.data))
+        return baselines
+
+    def write_report(self, step: int, test_dir: Path, baselines: dict[str, Path], minutes: float) -> Path:
+        """runs/demo/report.html: the curves, the test pictures, the metrics beside the baselines' and the cost."""
+        seconds = self.timings.seconds
+        spent = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
+        note = (f"<p>Synthetic people, {self.args.config}, joint checkpoint step {step}. Wall time over all "
+                f"invocations (min): {spent}; total {sum(seconds.values()) / 60:.1f} (this invocation: "
+                f"{minutes:.1f}). FID and LPIPS use RANDOM-INIT backbones here (no pretrained weights offline): they "
+                "are not comparable to published numbers. The colour error, texture correlation and parsing scores "
+                "are our own measures (evaluate.py).</p>")
+        return write_report(self.out / "report.html", self.joint_dir, self.flow_dir, test_dir,
+                            test_dir / "metrics" / "metrics.json", title="SPGNet demo: synthetic people", extra=note,
+                            baselines={"copy the source": baselines["copy_source"],
+                                       "mean background colour": baselines["background"]})
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.time()
+    demo = Demo(parse_args(argv))
+    demo.out.mkdir(parents=True, exist_ok=True)
+    demo.make_data()  # 1. the synthetic set
+    flow_ckpt = demo.train_flow()  # 2. stage 0
+    joint_ckpt = demo.train_joint(flow_ckpt)  # 3. stages 1 + 2
     step = load_checkpoint(joint_ckpt)["step"]
-
-    # 4. test.py on held-out pairs (skips complete images), 5. evaluate.py: each checkpoint once
-    test_dir = out / f"test-{step:08d}"
-    metrics_dir = test_dir / "metrics"
-    if not (metrics_dir / "metrics.json").is_file():
-        timings.run("test", [py, "test.py", "--config", args.config, "--checkpoint", str(joint_ckpt), *data,
-                             "--out", str(test_dir), "--grids", "--parsing", "--skip-existing"])
-        # FID against the test images (not the training set) and the faster, equal square root: the
-        # random-init Inception makes it a smoke test here, not a number to compare
-        timings.run("evaluate", evaluate_command(py, test_dir / "images", MODEL_METRICS, metrics_dir, args, data,
-                                                 ("--pred-parsing", str(test_dir / "parsing_labels"), "--fid-network",
-                                                  "standard", "--fid-method", "eigh")))
-    baselines = {}
-    for name, folder in write_baselines(cfg, test_pairs(cfg, args.test_pairs), out / "baselines").items():
-        baselines[name] = folder.parent / f"{name}-metrics" / "metrics.json"
-        if not baselines[name].is_file():
-            timings.run("evaluate", evaluate_command(py, folder, BASELINE_METRICS, baselines[name].parent, args, data))
-
-    # 6. the report
-    minutes = (time.time() - started) / 60
-    spent = ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.seconds.items())
-    note = (f"<p>Synthetic people, {args.config}, joint checkpoint step {step}. Wall time over all invocations "
-            f"(min): {spent}; total {sum(timings.seconds.values()) / 60:.1f} (this invocation: {minutes:.1f}). "
-            "FID and LPIPS use RANDOM-INIT backbones here (no pretrained weights offline): they are not comparable "
-            "to published numbers. The colour error and parsing scores are our own measures (evaluate.py).</p>")
-    report = write_report(out / "report.html", joint_dir, flow_dir, test_dir, metrics_dir / "metrics.json",
-                          title="SPGNet demo: synthetic people", extra=note,
-                          baselines={"copy the source": baselines["copy_source"],
-                                     "mean background colour": baselines["background"]})
+    test_dir = demo.test_and_evaluate(joint_ckpt, step)  # 4. test.py, 5. evaluate.py
+    baselines = demo.score_baselines()
+    report = demo.write_report(step, test_dir, baselines, (time.time() - started) / 60)  # 6. the report
     print(f"\nreport: {report}")
 
 

@@ -5,13 +5,16 @@
     python scripts/download_weights.py --all --dir /somewhere/checkpoints
 
 Names: vgg19, inception_torchvision (FID, pose-transfer protocol), inception_fid (FID, pytorch-fid protocol),
-alexnet (LPIPS), openpose_body_coco (PCKh's keypoint estimator, body_pose_model.pth). Files land in
+alexnet (LPIPS), openpose_body_coco (PCKh's keypoint estimator, body_pose_model.pth), schp_lip (the human parser
+of your own photos, exp-schp-201908261155-lip.pth). Files land in
 $TORCH_HOME/hub/checkpoints (torch.hub.get_dir()/checkpoints, where utils.weights looks) under the names
 torchvision, pytorch-fid and pytorch-openpose use, so those libraries find them too.
 Each download goes to a temporary file first and is verified against the SHA-256 prefix its official file name
 carries (torch.hub's check; for body_pose_model.pth, whose name carries none, the full published SHA-256); a
-mismatching or interrupted download is removed. A file already present is
-verified, not fetched again. Exit status 1 when any name failed.
+mismatching or interrupted download is removed. SCHP's authors publish no checksum for exp-schp-201908261155-lip.pth:
+that file is checked by loading it as SCHP's state dict (every published key with its shape) instead, which catches
+a truncated file or a web page, not a file altered with its shapes kept. A file already present is verified, not
+fetched again. Every name is tried; when any failed, the last line says how many and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.schp import build_schp
+from utils.cli import run_main
+from utils.errors import InputError
+from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash
 
-from utils.weights import KNOWN_WEIGHTS, cache_dir, verify_hash  # noqa: E402
+# checkpoints with no published digest: loading the file as its network is the check
+LOAD_CHECKS = {"schp_lip": build_schp}
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(OSError):
+    """A download that failed or a file whose checksum does not match; the message names the checkpoint."""
 
 
 def fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -46,31 +53,46 @@ def fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
         raise
 
 
+def check_file(name: str, path: Path) -> str | None:
+    """None when the file is the checkpoint (its SHA-256 prefix, or, with no published digest, its state dict
+    loads into the network), else why not."""
+    info = KNOWN_WEIGHTS[name]
+    if info.sha256_prefix is not None:
+        ok = verify_hash(name, path)
+        return None if ok else f"checksum mismatch (SHA-256 should start with {info.sha256_prefix})"
+    try:
+        LOAD_CHECKS[name](path)
+    except InputError as err:
+        return f"not the network's state dict ({err}; no checksum is published to compare with)"
+    return None
+
+
 def download(name: str, directory: Path) -> Path:
     """Fetch (unless present) and verify one known checkpoint; DownloadError with a clear message otherwise."""
     info = KNOWN_WEIGHTS[name]
     dest = directory / info.filename
+    what = "checksum" if info.sha256_prefix is not None else "state dict (no published checksum)"
     if dest.is_file():
-        if verify_hash(name, dest):
-            print(f"{name}: {dest} present, checksum ok")
+        problem = check_file(name, dest)
+        if problem is None:
+            print(f"{name}: {dest} present, {what} ok")
             return dest
-        raise DownloadError(f"{name}: {dest} exists but its SHA-256 does not start with {info.sha256_prefix}; "
-                            "delete it and run again")
+        raise DownloadError(f"{name}: {dest} exists but {problem}; delete it and run again")
     print(f"{name}: fetching {info.url} -> {dest}")
     try:
         fetch(info.url, dest)
     except (OSError, ValueError) as err:  # URLError/HTTPError/timeouts are OSErrors
         raise DownloadError(f"{name}: download of {info.url} failed ({type(err).__name__}: {err}). Without network "
                             f"access, copy {info.filename} into {directory} by other means") from err
-    if not verify_hash(name, dest):
+    problem = check_file(name, dest)
+    if problem is not None:
         dest.unlink(missing_ok=True)
-        raise DownloadError(f"{name}: checksum mismatch for {info.url} (SHA-256 should start with "
-                            f"{info.sha256_prefix}); the download was removed")
-    print(f"{name}: ok")
+        raise DownloadError(f"{name}: {problem} for {info.url}; the download was removed")
+    print(f"{name}: {what} ok")
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help=f"any of: {', '.join(KNOWN_WEIGHTS)}")
     p.add_argument("--all", action="store_true", help="every known checkpoint")
@@ -83,15 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown name(s) {unknown}; known: {', '.join(KNOWN_WEIGHTS)}")
     directory = args.dir or cache_dir()
-    failed = 0
+    done, failed = [], []
     for name in names:
         try:
-            download(name, directory)
+            done.append(download(name, directory))
         except DownloadError as err:
             print(f"error: {err}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+            failed.append(name)
+    if failed:
+        raise DownloadError(f"{len(failed)} of {len(names)} downloads failed: {', '.join(failed)}")
+    return done
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

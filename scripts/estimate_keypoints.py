@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -24,12 +23,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.annotations import write_annotations  # noqa: E402
-from metrics.openpose import BOXSIZE, SCALES, OpenPoseEstimator, parse_scales  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from data.annotations import write_annotations
+from metrics.openpose import BOXSIZE, SCALES, OpenPoseEstimator, parse_scales
+from utils.cli import run_main
+from utils.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

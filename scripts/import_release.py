@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models import release_keys as rk  # noqa: E402
-from models.build import build_flow, build_spatn, build_spgnet  # noqa: E402
-from utils import checkpoint as ck  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.config import Config, flatten, load_config, to_dict  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from models import release_keys as rk
+from models.build import build_flow, build_spatn, build_spgnet
+from utils import checkpoint as ck
+from utils.cli import run_main
+from utils.config import Config, flatten, load_config, to_dict
+from utils.errors import InputError
 
 # train_opt.json key -> (our model.flow key, value that train_opt.json must hold for the release network)
 FLOW_OPTIONS = {"nf": "base_channels", "max_nf": "max_channels", "start_scale": "start_scale",

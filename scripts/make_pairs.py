@@ -27,17 +27,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.annotations import read_annotations, write_pairs  # noqa: E402
-from data.pose import NUM_JOINTS, is_missing  # noqa: E402
-from utils.errors import InputError  # noqa: E402
-from utils.io import ensure_writable_folder, write_text  # noqa: E402
+from data.annotations import read_annotations, write_pairs
+from data.pose import NUM_JOINTS, is_missing
+from utils.cli import run_main
+from utils.errors import InputError
+from utils.io import ensure_writable_folder, write_text
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 MARKET_NAME = re.compile(r"^(-?\d+)_c\d+s\d+_\d+_\d+$")  # stem of <id>_c<cam>s<seq>_<frame>_<box>
@@ -199,7 +197,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:  # bad input: one line naming the file, no traceback
-        sys.exit(f"error: {e}")
+    run_main(main)

@@ -11,13 +11,9 @@ run with other arguments are overwritten where the names coincide, never deleted
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.synthetic import STYLES, generate_dataset  # noqa: E402
-from utils.cli import positive_int, run_main  # noqa: E402
+from data.synthetic import STYLES, generate_dataset
+from utils.cli import positive_int, run_main
 
 
 def main(argv: list[str] | None = None) -> None:

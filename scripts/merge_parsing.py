@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.parsing import CIHP_LABELS, PRESET_MERGES, merge_labels  # noqa: E402
-from utils.errors import InputError  # noqa: E402
-from utils.io import ensure_writable_folder, write_image  # noqa: E402
+from data.parsing import CIHP_LABELS, PRESET_MERGES, merge_labels
+from utils.cli import run_main
+from utils.errors import InputError
+from utils.io import ensure_writable_folder, write_image
 
 NUM_CIHP_LABELS = len(CIHP_LABELS)
 VIS_SUFFIX = "_vis.png"  # PGN's coloured visualisation, written next to each label map
@@ -125,7 +123,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:  # bad input: one line naming the file, no traceback
-        sys.exit(f"error: {e}")
+    run_main(main)

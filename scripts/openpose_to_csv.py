@@ -24,18 +24,16 @@ every image keeps an annotation; the count is printed.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.annotations import write_annotations  # noqa: E402
-from data.pose import NUM_JOINTS  # noqa: E402
-from data.pose_files import OpenPoseError, read_openpose_json, select_person  # noqa: E402
-from utils.io import ensure_writable_folder  # noqa: E402
+from data.annotations import write_annotations
+from data.pose import NUM_JOINTS
+from data.pose_files import OpenPoseError, read_openpose_json, select_person
+from utils.cli import run_main
+from utils.io import ensure_writable_folder
 
 JSON_SUFFIX = "_keypoints.json"
 
@@ -140,7 +138,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:  # bad input: one line naming the file, no traceback
-        sys.exit(f"error: {e}")
+    run_main(main)

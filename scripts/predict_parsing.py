@@ -19,25 +19,21 @@ predicted class. Any other merge is refused (key data.label_merge).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data.annotations import read_annotations  # noqa: E402
-from data.parsing import NUM_CIHP, label_merge  # noqa: E402
-from data.visual import from_uint8, read_image  # noqa: E402
-from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing  # noqa: E402
-from utils import checkpoint as ck  # noqa: E402
-from utils.cli import non_negative_int, positive_int, run_main  # noqa: E402
-from utils.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
-from utils.io import (  # noqa: E402
-    ImageReadError,  # noqa: E402
+from data.annotations import read_annotations
+from data.parsing import NUM_CIHP, label_merge
+from data.visual import from_uint8, read_image
+from models.pipeline import load_pose_encoder, load_spatn, predict_own_parsing
+from utils import checkpoint as ck
+from utils.cli import non_negative_int, positive_int, run_main
+from utils.config import Config, ConfigError, config_from_dict, load_config
+from utils.io import (
+    ImageReadError,
     ensure_writable_folder,
     write_image,
 )

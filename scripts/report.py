@@ -7,13 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.cli import run_main  # noqa: E402
-from utils.report import write_report  # noqa: E402
+from utils.cli import run_main
+from utils.report import write_report
 
 
 def main() -> None:

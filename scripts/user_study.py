@@ -13,20 +13,17 @@
 
 Scores: R2G (real images judged generated), G2R (generated judged real), Jab (share of trials where a method's
 output was picked), in percent, per participant and pooled, with 95% bootstrap intervals over participants;
-practice trials excluded. metrics/user_study.py has the definitions.
+practice trials excluded. userstudy/study.py has the definitions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from metrics import user_study as study  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from userstudy import study
+from utils.cli import run_main
 
 
 def parse_methods(items: list[str]) -> dict[str, Path]:

@@ -1,5 +1,6 @@
-"""scripts/benchmark.py: `--quick` runs end to end and writes a complete JSON report; a failing mode is reported
-in the table instead of stopping the run; the timing summary matches hand-computed statistics."""
+"""scripts/benchmark.py and the benchmarks package: `--quick` runs end to end and writes a complete JSON report; a
+failing mode is reported in the table instead of stopping the run; the timing summary matches hand-computed
+statistics."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import suite
+from benchmarks.inputs import MODES, mode_overrides
+from benchmarks.report import markdown
+from benchmarks.timing import summarize
 from scripts import benchmark
 from utils.config import load_config
+from utils.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_summary_statistics_match_hand_computed_values():
-    stats = benchmark.summarize([0.5, 0.1, 0.4, 0.2, 0.3])
+    stats = summarize([0.5, 0.1, 0.4, 0.2, 0.3])
     # sorted 0.1 .. 0.5: median 0.3; inclusive quartiles at positions 1 and 3 of 0..4
     assert stats["median_s"] == pytest.approx(0.3)
     assert (stats["min_s"], stats["max_s"]) == (0.1, 0.5)
@@ -27,12 +33,11 @@ def test_summary_statistics_match_hand_computed_values():
 
 
 def test_modes_combine_into_config_overrides():
-    cfg = load_config("configs/deepfashion.yaml", benchmark.mode_overrides("bf16+channels_last"))
+    cfg = load_config(ROOT / "configs/deepfashion.yaml", mode_overrides("bf16+channels_last"))
     assert (cfg.train.amp, cfg.train.channels_last, cfg.train.compile) == ("bf16", True, False)
-    assert benchmark.selected("fp32,bf16+channels_last", benchmark.MODES, "--modes", combine=True) == [
-        "fp32", "bf16+channels_last"]
-    with pytest.raises(SystemExit, match="fp33"):
-        benchmark.selected("fp32,fp33", benchmark.MODES, "--modes", combine=True)
+    assert suite.selected("fp32,bf16+channels_last", MODES, "--modes", combine=True) == ["fp32", "bf16+channels_last"]
+    with pytest.raises(InputError, match="fp33"):  # one `error:` line from the command line
+        suite.selected("fp32,fp33", MODES, "--modes", combine=True)
 
 
 @pytest.mark.slow  # every section of benchmark.py in a subprocess
@@ -89,14 +94,14 @@ def test_quick_run_writes_json_with_every_section(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:perceptual loss uses a RANDOM-INIT VGG19")
 def test_a_failing_mode_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
-    real = benchmark.bench_train_step
+    real = suite.bench_train_step
 
     def fails_in_bf16(cfg, *args):
         if cfg.train.amp == "bf16":
             raise RuntimeError("simulated kernel failure")
         return real(cfg, *args)
 
-    monkeypatch.setattr(benchmark, "bench_train_step", fails_in_bf16)
+    monkeypatch.setattr(suite, "bench_train_step", fails_in_bf16)
     threads = torch.get_num_threads()
     out = tmp_path / "bench.json"
     report = benchmark.main(["--quick", "--modes", "bf16,fp32", "--sections", "train", "--iters", "1",
@@ -104,5 +109,5 @@ def test_a_failing_mode_is_reported_and_the_others_still_run(tmp_path, monkeypat
     assert report["modes"]["bf16"]["error"] == "RuntimeError: simulated kernel failure"
     assert report["modes"]["fp32"]["train"]["step"]["median_s"] > 0
     assert json.loads(out.read_text())["modes"]["bf16"]["error"].endswith("simulated kernel failure")
-    assert "| bf16 | RuntimeError: simulated kernel failure |" in benchmark.markdown(report)
+    assert "| bf16 | RuntimeError: simulated kernel failure |" in markdown(report)
     assert torch.get_num_threads() == threads  # --threads 1 applied to the run only

@@ -4,6 +4,7 @@ the metrics recomputed independently: skimage SSIM, the lpips package, PATN's PC
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from skimage.metrics import structural_similarity
 
 import evaluate
+import utils.io
 from data.annotations import read_annotations, write_annotations, write_pairs
 from data.pose import pose_mask
 from metrics import openpose
@@ -310,3 +312,55 @@ def test_an_unwritable_out_folder_fails_before_any_image_is_scored(fake, monkeyp
     with pytest.raises(OSError, match=str(fake["out"])):
         run(fake, "--metrics", "ssim")
     assert reads == []  # the write problem is found before the work, not after it
+
+
+def test_an_unwritable_fid_cache_folder_fails_before_any_image_is_scored(fake, monkeypatch):
+    blocker = fake["tmp"] / "a-file"
+    blocker.write_text("not a folder")
+    cache = blocker / "fid"
+    reads, features = [], []
+    original = evaluate.PairImages.__getitem__
+    monkeypatch.setattr(evaluate.PairImages, "__getitem__", lambda self, i: reads.append(i) or original(self, i))
+
+    class Counted(ColourStats):
+        def __call__(self, images: torch.Tensor) -> torch.Tensor:
+            features.append(len(images))
+            return super().__call__(images)
+
+    monkeypatch.setattr(evaluate, "InceptionFeatures", Counted)
+    with pytest.raises(OSError, match=f"FID cache folder {cache} is not writable"):
+        run(fake, "--metrics", "ssim,fid", "--fid-cache", str(cache))
+    assert reads == [] and features == []  # neither a generated nor a real image was scored
+    # from the command line: one error line naming the folder, exit code 2
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--generated", str(fake["generated"]), "--dataset-config",
+         str(fake["config"]), f"data.root={fake['root']}", "--metrics", "fid", "--weights", "random",
+         "--fid-cache", str(cache), "--out", str(fake["out"]), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: FID cache folder {cache} is not writable")
+    assert not fake["out"].exists() or not any(fake["out"].iterdir())
+
+
+def test_a_failure_writing_one_output_keeps_the_previous_three(fake, monkeypatch):
+    """metrics.json, metrics.csv and per_image.csv are replaced together or not at all: a full disk while the
+    last is written leaves the previous run's three files, not a new metrics.json beside an old per_image.csv."""
+    run(fake, "--metrics", "ssim")
+    names = ("metrics.json", "metrics.csv", "per_image.csv")
+    before = {n: (fake["out"] / n).read_bytes() for n in names}
+
+    def full_disk_for_per_image(file, mode="r", *args, **kwargs):
+        if "per_image" in str(file) and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(utils.io, "open", full_disk_for_per_image, raising=False)  # the writer's open()
+    with pytest.raises(OSError, match="per_image.csv: No space left on device"):
+        run(fake, "--metrics", "ssim,mssim")
+    assert {n: (fake["out"] / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in fake["out"].iterdir()) == sorted(names)  # no temporary file left behind
+    monkeypatch.undo()
+    run(fake, "--metrics", "ssim,mssim")
+    assert "mssim" in json.loads((fake["out"] / "metrics.json").read_text())["metrics"]
+    assert "mssim" in (fake["out"] / "per_image.csv").read_text().splitlines()[0]

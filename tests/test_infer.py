@@ -19,17 +19,15 @@ from models.build import build_all, build_spatn
 from scripts import predict_parsing
 from utils import checkpoint as ck
 from utils.config import config_from_dict, load_config
+from utils.weights import MissingWeightsError
 
-CONFIG = "configs/synthetic_market.yaml"  # 128x64
-TINY = ["model.spatn.ngf=4", "model.spatn.n_blocks=1", "model.flow.base_channels=4", "model.flow.max_channels=8",
-        "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-        "model.generator.norm_hidden=4", "model.discriminator.ndf=4"]
+CONFIG = "configs/unit_test/tiny.yaml"  # tiny networks on 128x64 people
 
 
 def make_checkpoint(path, *overrides):
     """A joint-stage checkpoint of randomly initialised tiny networks, laid out as train.py saves one."""
     torch.manual_seed(0)
-    cfg = load_config(CONFIG, TINY + list(overrides))
+    cfg = load_config(CONFIG, list(overrides))
     models = {k: v.state_dict() for k, v in build_all(cfg).items()}
     ck.save_checkpoint(path, cfg, models)
     return path
@@ -115,11 +113,19 @@ def test_spatn_star_predicts_the_source_parsing_when_none_is_given(tmp_path, ckp
     assert not (out / "frame_0001.png").exists()
 
 
-def test_spatn_without_source_parsing_is_a_clear_error(tmp_path, ckpts, source):
+def test_without_source_parsing_spatn_needs_schp_whose_missing_weights_are_named(tmp_path, ckpts, source,
+                                                                                   monkeypatch):
+    """A checkpoint whose SPATN reads the source parsing: SCHP estimates it (its weights missing here: the error
+    names the file and the command); --parser spatn cannot."""
     image, csv, name, _, kp = source
-    with pytest.raises(infer.InferenceError, match="parsing map is needed.*--source-parsing"):
-        infer.main(["--checkpoint", str(ckpts["spatn"]), "--source", str(image), "--source-pose", str(csv),
-                    "--target-poses", str(pose_json(tmp_path / "t.json", kp)), "--out", str(tmp_path / "o")])
+    argv = ["--checkpoint", str(ckpts["spatn"]), "--source", str(image), "--source-pose", str(csv),
+            "--target-poses", str(pose_json(tmp_path / "t.json", kp)), "--out", str(tmp_path / "o")]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(MissingWeightsError, match=r"(?s)exp-schp-201908261155-lip.pth.*download_weights.py schp_lip"):
+        infer.main(argv)
+    with pytest.raises(infer.InferenceError, match=r"--parser spatn: .*cannot predict it; use --parser schp"):
+        infer.main([*argv, "--parser", "spatn"])
+    assert not any((tmp_path / "o").iterdir())
 
 
 # ------------------------------------------------------------------------------------------ pose formats
@@ -245,7 +251,7 @@ def test_resize_pads_with_the_border_colour_and_moves_keypoints_and_parsing(tmp_
     args = infer.parse_args(["--checkpoint", "x", "--source", str(tmp_path / "sq.png"), "--source-pose",
                              str(tmp_path / "sq.json"), "--source-parsing", str(tmp_path / "sq_parsing.png"),
                              "--target-poses", "x", "--out", "x", "--resize"])
-    cfg = load_config(CONFIG, TINY)
+    cfg = load_config(CONFIG)
     image, keypoints, parsing = infer.prepare_source(args, cfg)
     assert image.shape == (128, 64, 3)
     assert (image[:32] == (200, 10, 10)).all() and (image[96:] == (200, 10, 10)).all()
@@ -277,7 +283,7 @@ def test_target_size_rescales_target_poses_like_the_source(tmp_path):
     pose_json(tmp_path / "t.json", moved(POSE, scale=2))  # the pose in a 256x128 frame
     args = infer.parse_args(["--checkpoint", "x", "--source", "x", "--source-pose", "x", "--target-poses",
                              str(tmp_path / "t.json"), "--target-size", "256", "128", "--out", "x"])
-    targets = infer.prepare_targets(args, load_config(CONFIG, TINY))
+    targets = infer.prepare_targets(args, load_config(CONFIG))
     present = (POSE != -1).all(axis=1)
     expected = POSE.copy()
     expected[present] = (POSE[present] * 2 + 0.5) / 2 - 0.5

@@ -416,7 +416,8 @@ def test_weights_table_names_and_hash_prefixes():
     assert weights.KNOWN_WEIGHTS["inception_torchvision"].sha256_prefix == "0cc3c7bd"
     assert weights.KNOWN_WEIGHTS["alexnet"].sha256_prefix == "7be5be79"
     for info in weights.KNOWN_WEIGHTS.values():
-        assert info.url.endswith("/" + info.filename)
+        assert info.url.endswith("/" + info.filename) or info.sha256_prefix is None
+    assert weights.KNOWN_WEIGHTS["schp_lip"].sha256_prefix is None  # SCHP publishes no digest
 
 
 def test_load_state_dict_cache_explicit_and_missing(monkeypatch, tmp_path):
@@ -459,7 +460,8 @@ def test_download_reports_fetch_error_without_network(monkeypatch, tmp_path, cap
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(download_weights.urllib.request, "urlopen", refuse)
-    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == 1
+    with pytest.raises(download_weights.DownloadError, match="1 of 1 downloads failed: alexnet"):
+        download_weights.main(["alexnet", "--dir", str(tmp_path)])  # run_main: exit status 2
     err = capsys.readouterr().err
     assert "alexnet: download of" in err and "no route to host" in err and "alexnet-owt-7be5be79.pth" in err
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
@@ -469,11 +471,13 @@ def test_download_verifies_hash_and_removes_bad_file(monkeypatch, tmp_path, caps
     payload = b"pretend checkpoint bytes"
     monkeypatch.setattr(download_weights.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
     _fake_weights(monkeypatch, "0000dead")
-    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == 1
+    with pytest.raises(download_weights.DownloadError, match="1 of 1 downloads failed"):
+        download_weights.main(["alexnet", "--dir", str(tmp_path)])
     assert "checksum mismatch" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
     _fake_weights(monkeypatch, hashlib.sha256(payload).hexdigest()[:8])
-    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == 0
-    assert (tmp_path / "alexnet-owt-7be5be79.pth").read_bytes() == payload
-    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == 0  # present and verified: no fetch
+    fetched = tmp_path / "alexnet-owt-7be5be79.pth"
+    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == [fetched]
+    assert fetched.read_bytes() == payload
+    assert download_weights.main(["alexnet", "--dir", str(tmp_path)]) == [fetched]  # present and verified: no fetch
     assert "present, checksum ok" in capsys.readouterr().out

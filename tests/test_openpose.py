@@ -289,6 +289,10 @@ def test_two_people_the_better_scoring_one_wins():
     assert len(rows) == 2 and (rows[:, -1] == 18).all()  # both complete and kept
     assert rows[0, -2] == pytest.approx(18 * 0.7 + 17) and rows[1, -2] == pytest.approx(18 + 17)
     np.testing.assert_array_equal(extract(heat, paf), strong)
+    people = openpose.all_people(peaks, paf, H)  # every person, the best-scoring first (photos count them)
+    assert people.shape == (2, 18, 2)
+    np.testing.assert_array_equal(people[0], strong)
+    np.testing.assert_array_equal(people[1], weak)
 
 
 def test_a_missing_part_is_minus_one():
@@ -562,3 +566,16 @@ def test_estimate_keypoints_script_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="--batch-size must be >= 1"):
         estimate_keypoints.main([str(tmp_path / "x"), "--out", out, "--batch-size", "0"])
     assert not Path(out).exists()
+
+
+def test_people_agrees_with_the_estimators_best_person():
+    """OpenPoseEstimator.people lists every person of one image, the one __call__ returns first (none: all -1)."""
+    estimator = openpose.OpenPoseEstimator("random", "cpu", boxsize=64, scales=(1.0,))
+    image = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
+    people = estimator.people(image)
+    best = estimator(image[None])[0]
+    if people:
+        np.testing.assert_array_equal(people[0], best)
+    else:
+        assert (best == -1).all()
+    assert all(p.shape == (18, 2) and p.dtype == np.float32 for p in people)

@@ -1,6 +1,7 @@
 """Our own measures of what a person sees: the per-part colour error (metrics/colour.py) and parsing pixel
 accuracy / mIoU (metrics/parsing.py), each checked against a slow per-pair, per-part (per-class) loop written
-here from the definitions, and end to end through evaluate.py."""
+here from the definitions, and end to end through evaluate.py with the texture correlation (metrics/texture.py,
+whose loop is tests/test_texture.py's)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from metrics.colour import part_colour_errors, summarise
 from metrics.parsing import confusion_matrix, parsing_scores
 from metrics.protocols import ProtocolError, get_protocol
 from tests import test_evaluate
-from tests.test_evaluate import H, W, read_rgb, run
+from tests.test_evaluate import H, W, read_rgb, run, write_rgb
+from tests.test_texture import slow_texture
 
 fake = test_evaluate.fake  # the evaluate tests' fake dataset fixture, which these tests add parsing maps to
 
@@ -156,10 +158,48 @@ def test_evaluate_reports_colour_error_by_default_and_parsing_given_label_maps(f
     # by default: the colour error whenever the test split has parsing maps, parsing when label maps are given
     args = evaluate.parse_args(["--generated", "g", "--dataset-config", "c"])
     clean = get_protocol("clean", (H, W))
-    assert evaluate.select_metrics(args, "synthetic", clean, True)[-1] == "colour"
-    assert "colour" not in evaluate.select_metrics(args, "synthetic", clean, False)
+    assert evaluate.select_metrics(args, "synthetic", clean, True)[-2:] == ("colour", "texture")
+    assert {"colour", "texture"}.isdisjoint(evaluate.select_metrics(args, "synthetic", clean, False))
     args.pred_parsing = "labels"
-    assert evaluate.select_metrics(args, "synthetic", clean, True)[-2:] == ("colour", "parsing")
+    assert evaluate.select_metrics(args, "synthetic", clean, True)[-3:] == ("colour", "texture", "parsing")
+
+
+def test_evaluate_reports_texture_against_the_per_part_loop(fake):
+    """Upper clothes and pants with a visible texture on every target; two generated images carry the true
+    pattern (brighter), the others an unrelated one."""
+    rng = np.random.default_rng(8)
+    folder = fake["root"] / "test_parsing"
+    folder.mkdir()
+    maps = {}
+    for i in range(6):
+        labels = np.zeros((H, W), np.uint8)
+        labels[4:34, 6 : rng.integers(30, 44)] = 5
+        labels[34:62, 10:38] = 9
+        labels[40:62, rng.integers(10, 30) :: 4] = 0  # a few columns of background between the legs
+        maps[f"test{i}.jpg"] = labels
+        assert cv2.imwrite(str(folder / f"test{i}.png"), labels)
+        write_rgb(fake["root"] / "test" / f"test{i}.jpg", rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    for k, (name, (_, tgt)) in enumerate(zip(fake["names"], fake["pairs"])):
+        pattern = read_rgb(fake["root"] / "test" / tgt) if k < 2 else rng.integers(0, 256, (H, W, 3), np.uint8)
+        write_rgb(fake["generated"] / name, np.clip(pattern * 0.8 + 30, 0, 255).astype(np.uint8))
+    out = run(fake, "--metrics", "texture,ssim")
+    assert list(out["metrics"]) == ["ssim", "texture", "texture50", "texture_contrast"]
+    generated = np.stack([read_rgb(fake["generated"] / n) for n in fake["names"]])
+    truth = np.stack([read_rgb(fake["root"] / "test" / t) for _, t in fake["pairs"]])
+    correlation, contrast = slow_texture(generated, truth, np.stack([maps[t] for _, t in fake["pairs"]]))
+    counted = np.isfinite(correlation)
+    assert counted.sum() == 10  # two parts of every pair
+    assert out["metrics"]["texture"] == pytest.approx(correlation[counted].mean())
+    assert out["metrics"]["texture50"] == pytest.approx(0.4)  # the 4 parts of the two pairs with the pattern
+    assert out["metrics"]["texture_contrast"] == pytest.approx(contrast[counted].mean())
+    assert {k: out["labels"][k] for k in ("texture", "texture50", "texture_contrast")} == {
+        "texture": "Per-part texture correlation [clean]", "texture50": "Parts with texture correlation > 0.5 [clean]",
+        "texture_contrast": "Texture contrast (generated / true) [clean]"}
+    assert out["counts"]["texture"] == 5 and "mean over 10 parts" in out["protocols"]["texture"]
+    with open(fake["out"] / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[3:-3] == ["ssim", "texture"]  # per pair: its mean over its parts
+    assert [float(r["texture"]) for r in rows] == pytest.approx(correlation[:, [0, 3]].mean(axis=1))
 
 
 def test_label_maps_are_png_whatever_the_generated_format(fake):
@@ -184,14 +224,15 @@ def test_our_measures_are_one_error_under_a_published_protocol(fake, protocol):
     add_parsing(fake, np.random.default_rng(7))
     predicted = fake["tmp"] / "labels"
     predicted.mkdir()
-    for metric in ("colour", "parsing"):
+    for metric in ("colour", "texture", "parsing"):
         with pytest.raises(ProtocolError, match=f"protocol '{protocol}' defines no {metric} \\(our own measure, in "
                            "no published script\\); it offers .*; use --protocol clean for it"):
             run(fake, "--protocol", protocol, "--metrics", f"ssim,{metric}", "--pred-parsing", str(predicted))
     # the default set leaves the colour error out there (as it leaves out what the protocol lacks), but label maps
     # given explicitly are an error, not silently ignored
     args = evaluate.parse_args(["--generated", "g", "--dataset-config", "c", "--protocol", protocol])
-    assert "colour" not in evaluate.select_metrics(args, "synthetic", get_protocol(protocol, (H, W)), True)
+    assert {"colour", "texture"}.isdisjoint(evaluate.select_metrics(args, "synthetic", get_protocol(protocol, (H, W)),
+                                                                    True))
     with pytest.raises(ProtocolError, match="defines no parsing"):
         run(fake, "--protocol", protocol, "--pred-parsing", str(predicted))
 

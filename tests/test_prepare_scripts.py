@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from PIL import Image
 
 from data.annotations import read_annotations, read_pairs, write_annotations
 from scripts import make_pairs, merge_parsing, openpose_to_csv
+from utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,8 +298,8 @@ def test_help_exits_zero(module, capsys):
 
 
 def test_scripts_run_from_the_command_line(tmp_path):
-    # Run from elsewhere: each script must find the repository's packages itself. Started together, since each
-    # start-up spends seconds importing torch.
+    # Run from elsewhere: each script finds the project's packages through the installed project (make venv), not
+    # through the working directory. Started together, since each start-up spends seconds importing torch.
     procs = {script: subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), "--help"], cwd=tmp_path,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for script in ("openpose_to_csv.py", "merge_parsing.py", "make_pairs.py")}
@@ -305,3 +307,17 @@ def test_scripts_run_from_the_command_line(tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"{script}: {err}"
         assert out.startswith("usage: " + script)
+
+
+
+@pytest.mark.parametrize("module", [openpose_to_csv, merge_parsing, make_pairs])
+def test_bad_input_is_one_error_line_and_exit_2(module, tmp_path, capsys):
+    """Each script's bad input ends in its `run_main(main)`: one `error:` line naming the path, exit code 2."""
+    nowhere = tmp_path / "nowhere"
+    args = {openpose_to_csv: [str(nowhere), "--out", str(tmp_path / "a.csv")],
+            merge_parsing: [str(nowhere), str(tmp_path / "merged")],
+            make_pairs: ["--images", str(nowhere), "--out-dir", str(tmp_path / "pairs")]}[module]
+    with pytest.raises(SystemExit) as exit_:
+        run_main(functools.partial(module.main, args))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {nowhere}: not a folder"]

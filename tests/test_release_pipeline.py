@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import test as test_entry
 import train
+from benchmarks.inputs import tiny_overrides
 from data.annotations import read_pairs
 from data.datasets import stem
 from data.visual import to_uint8
@@ -32,15 +33,11 @@ DATA = [
     "data.annotation_test=market-annotation-test.csv", "data.pairs_train=market-pairs-train.csv",
     "data.pairs_test=market-pairs-test.csv", "data.num_workers=0", "data.val_pairs=2",
 ]
-# tiny networks (the release's structure, narrow widths, 3 generator scales) and one step of everything
+# tiny networks of the release's structure (configs/unit_test/tiny.yaml's widths, 3 generator scales; both release
+# configs shrink alike) and one step of everything
 TINY = [
-    "model.spatn.ngf=4", "model.spatn.n_blocks=1",
-    "model.flow.base_channels=4", "model.flow.max_channels=8", "model.flow.n_scales=2",
-    "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-    "model.generator.n_scales=3", "model.generator.n_warp_scales=2",
-    "model.discriminator.ndf=4", "model.discriminator.n_layers=2",
-    "loss.perceptual_weights=random", "loss.perceptual_layers=[relu1_1,relu2_1]",
-    "loss.perceptual_layer_weights=[0.125,0.125]",
+    *tiny_overrides(load_config(ROOT / "configs/release/deepfashion.yaml")),
+    "model.flow.n_scales=2", "model.generator.n_scales=3", "model.generator.n_warp_scales=2",
     "train.adv_start_step=0", "train.log_every=1", "train.val_every=1", "train.ckpt_every=1",
     "train.batch_size=2", "train.max_steps=1",
 ]

@@ -25,17 +25,14 @@ from utils import checkpoint as ck
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = "configs/synthetic_market.yaml"  # 128x64
-TINY = ["model.spatn.ngf=4", "model.spatn.n_blocks=1", "model.flow.base_channels=4", "model.flow.max_channels=8",
-        "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-        "model.generator.norm_hidden=4", "model.discriminator.ndf=4"]
+CONFIG = "configs/unit_test/tiny.yaml"  # tiny networks on 128x64 people
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, market_people) -> Path:
     """A joint-stage checkpoint of random-init tiny networks (spatn, generator, discriminator, flow)."""
     torch.manual_seed(0)
-    cfg = load_config(CONFIG, [*TINY, f"data.root={market_people}"])
+    cfg = load_config(CONFIG, [f"data.root={market_people}"])
     nets = build_all(cfg)
     for net in nets.values():  # non-trivial batch-norm statistics, so eval mode is exercised for real
         for m in net.modules():
@@ -48,7 +45,7 @@ def checkpoint(tmp_path_factory, market_people) -> Path:
 
 
 def run_test(market: Path, checkpoint: Path, out: Path, *extra: str) -> Path:
-    return test_script.main(["--config", CONFIG, *TINY, f"data.root={market}", "--checkpoint", str(checkpoint),
+    return test_script.main(["--config", CONFIG, f"data.root={market}", "--checkpoint", str(checkpoint),
                              "--out", str(out), "--workers", "0", "--device", "cpu", *extra])
 
 
@@ -62,7 +59,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def expected_images(market: Path, checkpoint: Path, truncate: bool = False) -> dict[str, np.ndarray]:
     """The test-time path written out here: SPATN -> one-hot argmax -> SPGNet with the frozen flow, in eval;
     uint8 by rounding, or by truncation as the authors' test script (((x + 1) * 127.5).clip(0, 255).astype)."""
-    cfg = load_config(CONFIG, [*TINY, f"data.root={market}"])
+    cfg = load_config(CONFIG, [f"data.root={market}"])
     state = ck.load_checkpoint(checkpoint)["models"]
     nets = build_all(cfg)
     for name, net in nets.items():
@@ -171,7 +168,7 @@ def test_refuses_to_write_into_the_dataset(market_people, checkpoint, where):
     out = market_people / where
     before = sorted(str(p) for p in market_people.rglob("*"))
     result = subprocess.run(
-        [sys.executable, "test.py", "--config", CONFIG, *TINY, f"data.root={market_people}", "--checkpoint",
+        [sys.executable, "test.py", "--config", CONFIG, f"data.root={market_people}", "--checkpoint",
          str(checkpoint), "--out", str(out), "--workers", "0", "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert result.returncode == 2

@@ -22,17 +22,11 @@ from utils.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tiny networks on 128x64 synthetic people: every code path of the joint step (D on from step 0), seconds per step.
-TINY = [
-    "model.spatn.ngf=4", "model.spatn.n_blocks=1",
-    "model.flow.base_channels=4", "model.flow.max_channels=8", "model.flow.n_scales=3",
-    "model.generator.base_channels=4", "model.generator.max_channels=8", "model.generator.style_dim=8",
-    "model.generator.norm_hidden=4",
-    "model.discriminator.ndf=4", "model.discriminator.n_layers=2",
-    "loss.perceptual_weights=random", "loss.perceptual_layers=[relu1_1,relu2_1]",
-    "train.adv_start_step=0", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
-    "train.keep_checkpoints=10", "data.num_workers=0", "data.val_pairs=2",
-]
+# Tiny networks on 128x64 synthetic people, and a schedule that runs every code path of the joint step (D on from
+# step 0) within a few steps.
+CONFIG = "configs/unit_test/tiny.yaml"
+SCHEDULE = ["train.adv_start_step=0", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
+            "train.keep_checkpoints=10"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def dataset(market_people) -> Path:
 
 
 def args(dataset: Path, *extra: str) -> list[str]:
-    return ["--config", "configs/synthetic_market.yaml", f"data.root={dataset}", *TINY, *extra]
+    return ["--config", CONFIG, f"data.root={dataset}", *SCHEDULE, *extra]
 
 
 def subprocess_env() -> dict:
@@ -357,8 +351,8 @@ def test_balanced_cross_entropy_weights_come_from_the_training_parsing(dataset):
     from utils.distributed import DistInfo
     from utils.io import read_image
 
-    cfg = load_config(ROOT / "configs/synthetic_market.yaml",
-                      [f"data.root={dataset}", *TINY, "model.flow.source=files",
+    cfg = load_config(ROOT / CONFIG,
+                      [f"data.root={dataset}", *SCHEDULE, "model.flow.source=files",
                        "loss.ce_class_weights=inverse_sqrt_frequency"])
     stage = JointStage(cfg, DistInfo(), None)
     assert stage.losses["ce"].class_weights is None  # set when the training data is read
@@ -372,3 +366,62 @@ def test_balanced_cross_entropy_weights_come_from_the_training_parsing(dataset):
     expected = np.where(f > 0, np.maximum(f, 1e-12) ** -0.5, 0.0)
     expected /= (expected * f).sum()
     np.testing.assert_allclose(stage.losses["ce"].class_weights.numpy(), expected, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ --dry-run
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every path under `root` with its modification time: equal before and after means nothing was written."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_dry_run_prints_settings_networks_and_pairs_and_writes_nothing(dataset, tmp_path, capsys):
+    """--dry-run loads the frozen flow module, builds the joint stage and checks the data; it prints the overrides
+    among the settings that differ from the defaults, each network's parameter count and the number of pairs,
+    and exits without creating a run folder or writing any file."""
+    from data.annotations import read_pairs
+    from models.build import build_all
+    from utils.config import TrainConfig, load_config
+
+    runs = tmp_path / "runs"
+    overrides = [f"train.run_dir={runs}", "train.max_steps=7", f"train.seed={TrainConfig.seed}"]
+    cfg = load_config(ROOT / CONFIG, [f"data.root={dataset}", *SCHEDULE, *overrides])
+    nets = build_all(cfg)
+    flow_ckpt = tmp_path / "flow.pt"
+    ck.save_checkpoint(flow_ckpt, cfg, {"flow": nets["flow"].state_dict()})
+    before, data_before = files_under(tmp_path), files_under(dataset)
+
+    train.main(args(dataset, "--dry-run", f"model.flow.checkpoint={flow_ckpt}", *overrides))
+    out = capsys.readouterr().out
+    assert files_under(tmp_path) == before and files_under(dataset) == data_before
+    assert not runs.exists()
+    assert f"  train.max_steps: {TrainConfig.max_steps} -> 7\n" in out
+    assert "  model.spatn.ngf: 64 -> 4\n  model.spatn.n_blocks: 9 -> 1\n" in out
+    assert f"  data.root: 'datasets/synthetic' -> '{dataset}'\n" in out
+    assert "train.seed" not in out  # set to its default: no difference
+    for name, net in nets.items():
+        count = f"{name}: {sum(p.numel() for p in net.parameters()):,}"
+        assert count + (" (frozen)" if name == "flow" else ",") in out, count
+    n_train = len(read_pairs(dataset / cfg.data.pairs_train))
+    n_test = len(read_pairs(dataset / cfg.data.pairs_test))
+    assert f"{n_train} training pairs" in out and f"{n_test} test pairs" in out
+
+
+def test_dry_run_names_a_missing_data_file_and_exits_2(dataset, tmp_path, capsys):
+    import shutil
+
+    from data.annotations import read_pairs
+    from utils.cli import run_main
+
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root)
+    source = read_pairs(root / "market-pairs-train.csv")[-1][0]
+    (root / "train" / source).unlink()
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: train.main(args(root, "--dry-run", "model.flow.source=files", f"train.run_dir={runs}")))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and source in err and "Traceback" not in err
+    assert not runs.exists()

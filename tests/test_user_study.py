@@ -23,8 +23,8 @@ import pytest
 
 from data.annotations import read_annotations, write_annotations, write_pairs
 from data.datasets import generated_image_name
-from metrics import user_study as us
 from scripts import user_study
+from userstudy import study as us
 from utils.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]

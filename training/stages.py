@@ -1,5 +1,8 @@
 """The two training stages, each as the networks, losses and optimizers it owns and one `step` on a device batch;
-train.py runs either through the same loop (logging, NaN policy, budget, validation, checkpoints).
+train.py runs either through the same loop (logging, NaN policy, budget, validation, checkpoints), which asks of a
+stage: `name`, `device`, `nets` (the trained modules, as checkpoints save them), `frozen` (modules it runs but
+does not train), `optimizers`, `bar_terms` (the prefix of the terms the progress bar shows), `warnings` (lines the
+run log opens with), `datasets`, `step`, `log_extra`, `validate`, `on_validation`, `state` and `load`.
 
   joint (paper sec. 3.3, 4.1)
     SPATN(source parsing, source pose, target pose)               -> target parsing logits (ce)
@@ -29,13 +32,13 @@ from losses.parsing import balanced_class_weights, pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
+from training.steps import autocast, load_optimizer, load_scaler, make_adam, optimizer_step, to_device, wrap
 from utils.config import Config, ConfigError
 from utils.distributed import DistInfo, convert_sync_batchnorm
-from utils.training import BufferSnapshot, autocast, make_adam, optimizer_step, to_device, wrap
 
-# Decides, before an optimizer step, whether it is taken: (terms, name of the update) -> take it. Under
-# train.nonfinite=stop it is always True; under skip it reads the terms on the host (train.py).
-Guard = Callable[[dict[str, torch.Tensor], str], bool]
+# Decides, before an optimizer update, whether it is taken: the update's terms -> take it
+# (training.nonfinite.NonFinitePolicy.allow: always under train.nonfinite=stop, only if all are finite under skip).
+Guard = Callable[[dict[str, torch.Tensor]], bool]
 
 
 def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -48,6 +51,7 @@ class JointStage:
     checkpoints); spatn / gen / disc are their runners (DDP / compiled wrappers of the same modules)."""
 
     name = "joint"
+    bar_terms = "g/"
 
     def __init__(self, cfg: Config, info: DistInfo, flow_net: nn.Module | None):
         device, t = info.device, cfg.train
@@ -55,9 +59,12 @@ class JointStage:
         self.pose_encoder = build_pose_encoder(cfg).to(device)
         nets = {"spatn": build_spatn(cfg), "generator": build_spgnet(cfg), "discriminator": build_discriminator(cfg)}
         if info.enabled:
-            nets = {k: convert_sync_batchnorm(v, device) for k, v in nets.items()}
+            nets = {k: convert_sync_batchnorm(v) for k, v in nets.items()}
         self.nets = {k: v.to(device) for k, v in nets.items()}
         self.flow_net = None if flow_net is None else flow_net.to(device)
+        self.frozen = {} if self.flow_net is None else {"flow": self.flow_net}
+        self.warnings = (["the perceptual loss uses a RANDOM-INIT VGG19 (offline mode): not the paper's loss"]
+                         if cfg.loss.perceptual_weights == "random" else [])
         self.losses = {
             "ce": build_loss("ce").to(device),
             "l1": build_loss("l1").to(device),
@@ -68,8 +75,10 @@ class JointStage:
             "gan": build_loss("adversarial", mode=cfg.loss.gan_mode).to(device),
         }
         self.weights = dataclasses.asdict(cfg.loss.weights)
+        # a learnable kappa trains with G; the pose encoder runs outside DDP, so its gradient is averaged by hand
+        self.kappa = [p for p in self.pose_encoder.parameters() if p.requires_grad]
         self.g_params = list(self.nets["spatn"].parameters()) + list(self.nets["generator"].parameters())
-        self.g_params += [p for p in self.pose_encoder.parameters() if p.requires_grad]  # a learnable kappa
+        self.g_params += self.kappa
         self.opt_g = make_adam(self.g_params, t.lr, t.betas, device)
         self.opt_d = make_adam(self.nets["discriminator"].parameters(), t.lr_d, t.betas, device,
                                weight_decay=t.weight_decay_d)
@@ -93,9 +102,6 @@ class JointStage:
                       + " ".join(f"{w:.2f}" for w in weights.tolist()), flush=True)
         return train_set, build_dataset(self.cfg, "test", with_flow=use_files)
 
-    def modules_to_snapshot(self) -> list[nn.Module]:
-        return list(self.nets.values())
-
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         """One training step on a device batch: D step, then G step. Returns the detached, unweighted terms."""
         cfg = self.cfg
@@ -112,15 +118,17 @@ class JointStage:
 
         # ---- D step: real and generated triplets in one forward (one DDP hook pass)
         terms: dict[str, torch.Tensor] = {}
+        stepped = False  # whether an update was taken: the fp16 scaler updates its scale only after one
         if adversarial_on:
             with autocast(cfg, self.device):
-                both = self.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]),
-                                 torch.cat([tgt_pose, tgt_pose]))
+                pose = tgt_pose.detach()  # D's update does not reach a learnable kappa
+                both = self.disc(torch.cat([src, src]), torch.cat([tgt, fake.detach()]), torch.cat([pose, pose]))
                 real_logits, fake_logits = both.float().chunk(2)  # (B,1,h,w) each
                 d_terms = self.losses["gan"].discriminator_loss(real_logits, fake_logits)
-            if guard(d_terms, "d"):
+            if guard(d_terms):
                 optimizer_step(cfg.loss.d_scale * sum(d_terms.values()), self.opt_d, self.scaler,
                                list(self.nets["discriminator"].parameters()), None)
+                stepped = True
             terms.update({f"d/{k}": v.detach() for k, v in d_terms.items()})
 
         # ---- G step: SPATN and SPGNet together, each term weighted from the config
@@ -134,9 +142,11 @@ class JointStage:
                 g_terms["adversarial"] = self.losses["gan"].generator_loss(disc(src, fake, tgt_pose).float())
                 disc.requires_grad_(True)
         g_total = weighted_sum(g_terms, self.weights)
-        if guard(g_terms, "g"):
-            optimizer_step(g_total, self.opt_g, self.scaler, self.g_params, cfg.train.grad_clip)
-        self.scaler.update()
+        if guard(g_terms):
+            optimizer_step(g_total, self.opt_g, self.scaler, self.g_params, cfg.train.grad_clip, self.kappa)
+            stepped = True
+        if stepped:
+            self.scaler.update()
         terms.update({f"g/{k}": v.detach() for k, v in g_terms.items()})
         terms["g/total"] = g_total.detach()
         return terms
@@ -209,16 +219,17 @@ class JointStage:
         if "pose_encoder" in ckpt["models"]:
             self.pose_encoder.load_state_dict(ckpt["models"]["pose_encoder"])
         for k, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
+            load_optimizer(opt, ckpt["optimizers"][k])
         for k, scheduler in self.schedulers.items():
             scheduler.load_state_dict(ckpt["schedulers"][k])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        load_scaler(self.scaler, ckpt["scaler"])
 
 
 class FlowStage:
     """Stage 0: the flow module on exact flow targets (multi-scale end-point error + visibility CE)."""
 
     name = "flow"
+    bar_terms = "flow/"
 
     def __init__(self, cfg: Config, info: DistInfo):
         device, t = info.device, cfg.train
@@ -226,8 +237,11 @@ class FlowStage:
         self.pose_encoder = build_pose_encoder(cfg).to(device).requires_grad_(False)  # stage 0 learns no kappa
         net = build_flow(cfg)
         if info.enabled:
-            net = convert_sync_batchnorm(net, device)
+            net = convert_sync_batchnorm(net)
         self.net = net.to(device)
+        self.nets = {"flow": self.net}
+        self.frozen: dict[str, nn.Module] = {}
+        self.warnings: list[str] = []
         self.losses = {"flow_epe": build_loss("flow_epe", coarse=cfg.loss.flow_coarse).to(device),
                        "visibility": build_loss("visibility",
                                                 class_weights=cfg.loss.visibility_class_weights).to(device)}
@@ -247,19 +261,16 @@ class FlowStage:
             train_set = build_dataset(self.cfg, "train", with_flow=True, augment=True)
         return train_set, build_dataset(self.cfg, "test", with_flow=True)
 
-    def modules_to_snapshot(self) -> list[nn.Module]:
-        return [self.net]
-
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         batch = add_pose_maps(batch, self.pose_encoder)
         with autocast(self.cfg, self.device):
             out = self.runner(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
             terms = {"flow_epe": self.losses["flow_epe"]([f.float() for f in out.flows], batch["flow"], batch["vis"]),
                      "visibility": self.losses["visibility"](out.vis_logits.float(), batch["vis"])}
-        if guard(terms, "flow"):
+        if guard(terms):
             optimizer_step(weighted_sum(terms, self.weights), self.opt, self.scaler, list(self.net.parameters()),
                            self.cfg.train.grad_clip)
-        self.scaler.update()
+            self.scaler.update()  # only after an update: a skipped one recorded no inf check to count
         return {f"flow/{k}": v.detach() for k, v in terms.items()}
 
     def log_extra(self) -> dict[str, float]:
@@ -293,9 +304,8 @@ class FlowStage:
 
     def load(self, ckpt: dict) -> None:
         self.net.load_state_dict(ckpt["models"]["flow"])
-        self.opt.load_state_dict(ckpt["optimizers"]["flow"])
-        if "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        load_optimizer(self.opt, ckpt["optimizers"]["flow"])
+        load_scaler(self.scaler, ckpt.get("scaler", {}))
 
 
 Stage = JointStage | FlowStage
@@ -311,8 +321,3 @@ def build_stage(cfg: Config, info: DistInfo, ckpt: dict | None) -> Stage:
     if ckpt is not None:
         stage.load(ckpt)
     return stage
-
-
-def snapshot(stage: Stage) -> BufferSnapshot:
-    """The stage's batch-norm statistics before a step, for train.nonfinite=skip to put back."""
-    return BufferSnapshot(stage.modules_to_snapshot())

@@ -132,7 +132,9 @@ def prune(folder: str | Path, keep: int, protect: str | Path | None = None) -> N
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step touches, in weights_only-loadable form (tensors and ints only)."""
+    """This process's RNGs, in weights_only-loadable form (tensors and numbers only): torch's, numpy's, Python's
+    and, with CUDA, the generator of the current device, the one this process draws on. Under DDP every rank
+    saves its own (training.loop.gather_rng_states); a host with another GPU count restores it all the same."""
     np_state = np.random.get_state()  # noqa: NPY002 (the global legacy RNG is what libraries use)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -143,16 +145,25 @@ def rng_state() -> dict[str, Any]:
         "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state saved. A CUDA state is set on the current device; a list of them (one per visible
+    device, as earlier versions saved) gives the current device's entry, or none on a host with fewer devices."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(  # noqa: NPY002
         ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
          state["numpy_has_gauss"], state["numpy_gauss"])
     )
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    if isinstance(cuda, list):
+        device = torch.cuda.current_device()
+        if device >= len(cuda):
+            return
+        cuda = cuda[device]
+    torch.cuda.set_rng_state(cuda)

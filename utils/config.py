@@ -205,6 +205,9 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
     max_consecutive_skips: int = 20  # nonfinite=skip: this many skipped steps in a row stop the run
     grad_clip: float | None = None
+    # under torchrun: how long a process waits in a collective (an all-reduce, a broadcast) for the others before
+    # the run fails, e.g. when another node died; None: torch's default. Longer than rank 0's validation.
+    dist_timeout_minutes: float | None = None
 
 
 @dataclass
@@ -369,6 +372,7 @@ def validate(cfg: Config) -> None:
                 "train.max_consecutive_skips": t.max_consecutive_skips, "test.batch_size": cfg.test.batch_size,
                 "data.val_pairs": cfg.data.val_pairs, "train.lr_factor": t.lr_factor}
     optional = {"train.max_minutes": t.max_minutes, "train.grad_clip": t.grad_clip,
+                "train.dist_timeout_minutes": t.dist_timeout_minutes,
                 "data.max_train_pairs": cfg.data.max_train_pairs, "data.max_test_pairs": cfg.data.max_test_pairs}
     for key, value in {**positive, **{k: v for k, v in optional.items() if v is not None}}.items():
         if not value > 0:
@@ -452,6 +456,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def differences_from_defaults(cfg: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted key, default, value) for every setting of `cfg` that differs from the dataclass defaults, in
+    schema order: what the YAML chain and the overrides changed (a value set to its default is not listed)."""
+    defaults, values = flatten(to_dict(Config())), flatten(to_dict(cfg))
+    return [(key, defaults[key], value) for key, value in values.items() if value != defaults[key]]
 
 
 # Keys that decide the shapes of the saved networks: a checkpoint is only loadable where these agree.

@@ -5,7 +5,9 @@ Every writer goes through `atomic_write`: the content is written to a temporary 
 (`.NAME.tmp-PID.SUFFIX`, so a renamed file never crosses a file system), flushed, optionally fsynced, then
 renamed over the target with os.replace. A kill, a full disk or a file-size limit therefore leaves either the
 previous file or no file, never a partial one, and the temporary file is removed on any error (a SIGKILL can
-still leave one behind: `remove_orphans` deletes those at the next start).
+still leave one behind: `remove_orphans` deletes those at the next start). Files that belong together
+(`write_files`: a result and its tables) are all written to temporary files before the first is renamed, so a
+failure while writing leaves the previous set, never a new file beside an old one.
 
 fsync: checkpoints, configs and metrics are fsynced (a power loss must not leave a renamed but empty file);
 generated images are not by default (one fsync per image would dominate test.py on a slow disk, and
@@ -27,7 +29,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,19 +93,46 @@ def atomic_path(path: str | Path, fsync: bool = True, require_data: bool = True)
             tmp.unlink(missing_ok=True)
 
 
+def _write_temporary(tmp: Path, path: Path, write: Callable[[IO[bytes]], None], fsync: bool) -> None:
+    """Call `write(file)` on the binary file `tmp`, flushed and optionally fsynced; WriteError naming `path`."""
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+    except OSError as err:  # ENOSPC/EFBIG surface at write, flush or close
+        raise _failure(path, err) from err
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = True) -> Path:
     """Call `write(file)` on a temporary binary file, then rename it over `path` (the one mechanism)."""
     path = Path(path)
     with atomic_path(path, fsync=False, require_data=False) as tmp:
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-        except OSError as err:  # ENOSPC/EFBIG surface at write, flush or close
-            raise _failure(path, err) from err
+        _write_temporary(tmp, path, write, fsync)
     return path
+
+
+def write_files(contents: Mapping[str | Path, bytes], fsync: bool = True) -> list[Path]:
+    """Write several files that belong together (a result and its tables): every one to its temporary file
+    first, and only when all are complete rename them over their targets, one after the other. A failure while
+    writing (a full disk, a size limit) therefore leaves every previous file as it was and no temporary file;
+    what follows is renames within the targets' folders. Raises WriteError naming the file."""
+    staged: list[tuple[Path, Path]] = []  # (temporary, target)
+    try:
+        for target, data in contents.items():
+            staged.append((temporary_path(target), Path(target)))
+            _write_temporary(staged[-1][0], staged[-1][1], lambda f, data=data: f.write(data), fsync)
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as err:
+                raise _failure(target, err) from err
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    return [target for _, target in staged]
 
 
 def write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Path:
@@ -115,17 +144,26 @@ def write_text(path: str | Path, text: str, fsync: bool = True) -> Path:
     return write_bytes(path, text.encode("utf-8"), fsync)
 
 
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent) + "\n"
+
+
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    return write_text(path, json.dumps(obj, indent=indent) + "\n")
+    return write_text(path, json_text(obj, indent))
 
 
-def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A CSV of `header` and `rows` (csv module quoting, '\\n' line ends)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV of `header` and `rows` (csv module quoting, '\\n' line ends)."""
+    return write_text(path, csv_text(header, rows))
 
 
 def encode_image(path: str | Path, image: np.ndarray, params: Sequence[int] = ()) -> bytes:

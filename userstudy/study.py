@@ -50,7 +50,7 @@ PROTOCOLS = (REAL_VS_FAKE, BEST_OF)
 REAL, GENERATED = "real", "generated"
 MANIFEST_FORMAT, ANSWERS_FORMAT, FORMAT_VERSION = "spgnet-user-study", "spgnet-user-study-answers", 1
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
-PAGE_TEMPLATE = Path(__file__).with_name("user_study_page.html")
+PAGE_TEMPLATE = Path(__file__).with_name("page.html")
 PAGE_TOKEN = "__STUDY_JSON__"
 SHOW_MISSING = 10  # file names listed per folder in a mismatch error; the rest are counted
 

@@ -35,11 +35,11 @@ from metrics.texture import part_texture, summarise
 from models.build import build_pose_encoder
 from models.flow import warp
 from models.pipeline import add_pose_maps, load_flow
+from training.steps import to_device
 from utils import checkpoint as ck
 from utils.cli import positive_int, run_main
 from utils.config import ConfigError, load_config
 from utils.io import ensure_writable_folder, read_image, write_json
-from utils.training import to_device
 
 # warped source images scored for texture: (which flow, which visibility map) -> name
 WARPS = {"model flow, its visibility": ("model", "model"), "model flow, exact visibility": ("model", "exact"),

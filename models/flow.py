@@ -16,6 +16,7 @@ full-resolution pixels, then by the scale's size ratio to give that scale's pixe
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -75,8 +76,10 @@ def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
 
 def float32_head(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """A flow head run in float32 outside autocast. Under bf16 a raw flow of 3 (60 px at flow_scale 20) is
-    resolved to 1/64, 0.3 px, and the coarse-to-fine sums of such residuals would add that error per level."""
-    with torch.autocast(features.device.type, enabled=False):
+    resolved to 1/64, 0.3 px, and the coarse-to-fine sums of such residuals would add that error per level.
+    A device without autocast (the meta device of a shape check) has nothing to leave."""
+    device = features.device.type
+    with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         return head(features.float())
 
 

@@ -48,7 +48,8 @@ def test_every_shipped_config_builds_its_networks_from_any_folder(path, tmp_path
         nets = build_all(cfg)
         image, pose, parsing = torch.empty(2, 3, h, w), torch.empty(2, p, h, w), torch.empty(2, k, h, w)
         logits = nets["spatn"](parsing if cfg.model.spatn.input == "parsing" else image, pose, pose)
-        flow = nets["flow"](pose, pose)
+        keypoints = torch.empty(2, 18, 2)  # (y, x) per joint: model.flow.limb_flows builds candidates from them
+        flow = nets["flow"](pose, pose, keypoints, keypoints)
         generated = nets["generator"](image, pose, parsing, parsing, torch.empty(2, 2, h, w),
                                       torch.zeros(2, h, w, dtype=torch.long))
         patches = nets["discriminator"](image, generated, pose)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from data.datasets import PairDataset
+from data.flow_pairs import RenderedFlowPairs
 from data.parsing import label_merge
 from utils.config import Config, ConfigError
 from utils.distributed import ShardedEpochSampler
@@ -57,6 +58,15 @@ def refuse_dataset_folder(out: Path, cfg: Config, flag: str = "--out") -> None:
         real = (root / sub).resolve()
         if out == real or real in out.parents or out in real.parents or out == root:
             raise ConfigError(f"{flag} {out} is (inside) the dataset folder {real}: refusing to write there")
+
+
+def build_rendered_flow_pairs(cfg: Config) -> RenderedFlowPairs:
+    """Stage 0's training pairs under data.flow_pairs=rendered: the training people of the synthetic dataset at
+    data.root in fresh poses (data.flow_pairs)."""
+    d, p = cfg.data, cfg.pose
+    return RenderedFlowPairs(d.root, d.rendered_pairs, tuple(d.image_size), heatmap=p.heatmap, sigma=p.sigma,
+                             radius=p.radius, kappa=p.kappa, encode_pose=not (p.encode_on_device or p.learnable_kappa),
+                             limbs=p.limbs)
 
 
 class SeededSamples(torch.utils.data.Dataset):

@@ -13,17 +13,23 @@ A_tgt,p^-1(x), which the source pose shows at A_src,p(A_tgt,p^-1(x)).
 
 The output follows the release layout of DESIGN.md section 2 (images, annotation and pair CSVs, CIHP parsing
 maps) plus `{split}_flow/<from-stem>___<to-stem>.npz` with `flow` (2,H,W) float16 target->source offsets (x, y)
-and `vis` (H,W) uint8 (0 visible, 1 invisible in the source, 2 target background). Everything is seeded from
-(seed, identity, pose), so the files are byte-identical for the same arguments whatever the worker count.
+and `vis` (H,W) uint8 (0 visible, 1 invisible in the source, 2 target background), and `synthetic.json`, the
+arguments it was made with. Everything is seeded from (seed, identity, pose), so the files are byte-identical for
+the same arguments whatever the worker count.
+
+Beyond the files, `random_pose_pair` draws an endless seeded stream of pairs of the same people in fresh poses,
+and `pose_pair_flow` gives their keypoints and exact flow without drawing an image (data/flow_pairs.py: the flow
+module's training pairs under data.flow_pairs=rendered).
 """
 
 from __future__ import annotations
 
 import colorsys
 import io
+import re
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +41,7 @@ import numpy as np
 from data.annotations import write_annotations, write_pairs
 from data.datasets import flow_file_name, stem
 from data.parsing import CIHP_LABELS
-from utils.io import atomic_write, ensure_writable_folder, remove_orphans, write_image
+from utils.io import atomic_write, ensure_writable_folder, remove_orphans, write_image, write_json
 
 # CIHP label ids of the classes the renderer paints; left/right are the person's sides, as the joints'.
 HAIR, UPPER_CLOTHES, PANTS, SKIRT, FACE = (CIHP_LABELS.index(n) for n in ("hair", "upper-clothes", "pants", "skirt",
@@ -54,6 +60,7 @@ PARTS = ("hair", "neck", "face", "torso_front", "torso_back", "r_upper_arm", "r_
 PART = {name: i for i, name in enumerate(PARTS)}
 VIEWS = ("front", "side", "back")
 JPEG_QUALITY = 95
+MANIFEST = "synthetic.json"  # what generate_dataset was called with, in the dataset folder
 
 
 @dataclass(frozen=True)
@@ -580,12 +587,17 @@ class Rendering:
     figure: Figure
 
 
-def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
-    """Rasterise each part by inverse-mapping the pixel centres of its image bounding box into its frame."""
+def _local_coordinates(aff: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres (xs, ys) -> the part-local (u, v) of the (2,3) local -> image affine `aff`."""
+    inv = np.linalg.inv(np.vstack([aff, [0.0, 0.0, 1.0]]))[:2]
+    return inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2], inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+
+
+def part_map(specs: list[PartSpec], fig: Figure) -> np.ndarray:
+    """(H,W) uint8 index into PARTS + 1 of the part each pixel shows (0 background): every part inside-tests the
+    pixel centres of its image bounding box, inverse-mapped into its frame, in painter's order."""
     h, w = fig.height, fig.width
-    canvas = backdrop.astype(np.float32).copy()
     parts = np.zeros((h, w), np.uint8)
-    specs = part_specs(app)
     for p in fig.order:
         spec, aff = specs[p], fig.affines[p]
         u0, u1, v0, v1 = spec.bounds
@@ -595,32 +607,38 @@ def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
         if x0 > x1 or y0 > y1:
             continue
         ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
-        inv = np.linalg.inv(np.vstack([aff, [0.0, 0.0, 1.0]]))[:2]
-        u = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]  # (h', w') local coordinates of pixel centres
-        v = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-        mask = spec.inside(u, v)
-        if not mask.any():
-            continue
-        canvas[y0 : y1 + 1, x0 : x1 + 1][mask] = spec.texture(u[mask], v[mask])
-        parts[y0 : y1 + 1, x0 : x1 + 1][mask] = p + 1
+        parts[y0 : y1 + 1, x0 : x1 + 1][spec.inside(*_local_coordinates(aff, xs, ys))] = p + 1
+    return parts
+
+
+def render(app: Appearance, fig: Figure, backdrop: np.ndarray) -> Rendering:
+    """The part map, then each pixel coloured by the texture of the part it shows, at its local coordinates."""
+    specs = part_specs(app)
+    parts = part_map(specs, fig)
+    canvas = backdrop.astype(np.float32).copy()
+    for p in np.unique(parts)[1:].astype(int) - 1:  # only the parts left in sight
+        ys, xs = np.nonzero(parts == p + 1)
+        canvas[ys, xs] = specs[p].texture(*_local_coordinates(fig.affines[p], xs, ys))
     labels = np.concatenate([[0], part_labels(app)]).astype(np.uint8)[parts]
     image = np.clip(np.floor(canvas + 0.5), 0, 255).astype(np.uint8)
     return Rendering(image=image, labels=labels, parts=parts, figure=fig)
 
 
-def correspondence(src: Rendering, tgt: Rendering) -> tuple[np.ndarray, np.ndarray]:
-    """Exact target->source flow (2,H,W) float32 (x, y) and visibility (H,W) uint8.
+def correspondence(src_fig: Figure, src_parts: np.ndarray, tgt_fig: Figure,
+                   tgt_parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact target->source flow (2,H,W) float32 (x, y) and visibility (H,W) uint8 of two posed figures of one
+    identity and their part maps (`part_map`).
 
     A target pixel x on part p comes from source position A_src,p(A_tgt,p^-1(x)). It is visible (0) when that
     position lies inside the frame and its nearest source pixel shows part p; otherwise invisible (1).
     Target background is 2 with zero flow.
     """
-    h, w = tgt.parts.shape
-    inv_t = np.linalg.inv(np.concatenate([tgt.figure.affines, np.tile([[[0.0, 0.0, 1.0]]], (len(PARTS), 1, 1))],
+    h, w = tgt_parts.shape
+    inv_t = np.linalg.inv(np.concatenate([tgt_fig.affines, np.tile([[[0.0, 0.0, 1.0]]], (len(PARTS), 1, 1))],
                                          axis=1))
-    maps = np.einsum("pij,pjk->pik", src.figure.affines, inv_t)  # (P,2,3): target pixel -> source pixel
-    ys, xs = np.nonzero(tgt.parts)
-    part = tgt.parts[ys, xs].astype(np.int64)  # (n,) in 1..P
+    maps = np.einsum("pij,pjk->pik", src_fig.affines, inv_t)  # (P,2,3): target pixel -> source pixel
+    ys, xs = np.nonzero(tgt_parts)
+    part = tgt_parts[ys, xs].astype(np.int64)  # (n,) in 1..P
     m = maps[part - 1]  # (n,2,3)
     sx = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]
     sy = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
@@ -630,7 +648,7 @@ def correspondence(src: Rendering, tgt: Rendering) -> tuple[np.ndarray, np.ndarr
     ri = np.clip(np.floor(sy + 0.5), 0, h - 1).astype(np.int64)
     rj = np.clip(np.floor(sx + 0.5), 0, w - 1).astype(np.int64)
     vis = np.full((h, w), 2, np.uint8)
-    vis[ys, xs] = np.where(inside & (src.parts[ri, rj] == part), 0, 1)
+    vis[ys, xs] = np.where(inside & (src_parts[ri, rj] == part), 0, 1)
     return flow, vis
 
 
@@ -667,6 +685,23 @@ def image_names(style: Style, seed: int, identity: int, poses: list[Pose]) -> li
     return [f"synthid{number:06d}_{k + 1}{pose.view}.jpg" for k, pose in enumerate(poses)]
 
 
+_VIEW_IN_NAME = re.compile(r"_\d+(front|side|back)\.\w+$")
+POSE_CHANGES = ("same view", "side<->front", "front<->back", "side<->back")
+
+
+def pose_change(src: str, tgt: str) -> str | None:
+    """The kind of pose change of a pair of DeepFashion-like synthetic image names (`image_names`): one of
+    POSE_CHANGES, or None when a name carries no view (other datasets, the Market-like names)."""
+    views = [_VIEW_IN_NAME.search(name) for name in (src, tgt)]
+    if None in views:
+        return None
+    a, b = (v.group(1) for v in views)
+    if a == b:
+        return "same view"
+    return {frozenset(("side", "front")): "side<->front", frozenset(("front", "back")): "front<->back",
+            frozenset(("side", "back")): "side<->back"}[frozenset((a, b))]
+
+
 def render_identity(style: Style, seed: int, identity: int, n_poses: int) -> tuple[list[str], list[Rendering]]:
     """All images of one identity; seeded by (seed, identity[, pose]) only, so the order of work is irrelevant."""
     app = sample_appearance(_rng(seed, 1, identity))
@@ -679,6 +714,26 @@ def render_identity(style: Style, seed: int, identity: int, n_poses: int) -> tup
     return image_names(style, seed, identity, poses), renders
 
 
+def random_pose_pair(style: Style, seed: int, identities: Sequence[int], index: int) -> tuple[Appearance, Pose, Pose]:
+    """Pair `index` of an endless stream of flow-module training pairs: one of `identities` (the people of the
+    dataset made with `seed`) in two fresh poses. Seeded by (seed, index) only."""
+    rng = _rng(seed, 6, index)
+    app = sample_appearance(_rng(seed, 1, int(identities[rng.integers(len(identities))])))
+    return app, sample_pose(rng, style), sample_pose(rng, style)
+
+
+def pose_pair_flow(style: Style, app: Appearance, source: Pose,
+                   target: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One identity in two poses, with no image drawn -> keypoints (2,18,2) int64 (y, x) of source and target (-1
+    missing, as `keypoints`), the exact target->source flow (2,H,W) float32 and visibility (H,W) uint8
+    (`correspondence`)."""
+    specs = part_specs(app)
+    figs = [pose_figure(app, pose, style.height, style.width) for pose in (source, target)]
+    src_parts, tgt_parts = (part_map(specs, fig) for fig in figs)
+    flow, vis = correspondence(figs[0], src_parts, figs[1], tgt_parts)
+    return np.stack([keypoints(fig) for fig in figs]), flow, vis
+
+
 def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str], list[np.ndarray]]:
     out, style_name, seed, identity, n_poses, split = task
     root = Path(out)
@@ -689,7 +744,7 @@ def _write_identity(task: tuple[str, str, int, int, int, str]) -> tuple[list[str
     for i, src in enumerate(renders):
         for j, tgt in enumerate(renders):
             if i != j:
-                flow, vis = correspondence(src, tgt)
+                flow, vis = correspondence(src.figure, src.parts, tgt.figure, tgt.parts)
                 save_npz(root / f"{split}_flow" / flow_file_name(names[i], names[j]), flow=flow.astype(np.float16),
                          vis=vis)
     return names, [keypoints(r.figure) for r in renders]
@@ -738,5 +793,7 @@ def generate_dataset(out: str | Path, style: str = "deepfashion", identities: in
         write_pairs(root / st.pairs_file.format(split=split), pairs)
         counts[f"{split}_identities"] = sum(t[5] == split for t in tasks)
         counts[f"{split}_images"], counts[f"{split}_pairs"] = len(annotations), len(pairs)
+    write_json(root / MANIFEST, {"style": style, "identities": identities, "poses": poses, "seed": seed,
+                                 "test_fraction": test_fraction})
     counts["seconds"] = time.time() - started
     return counts

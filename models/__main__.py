@@ -27,7 +27,7 @@ def run_network(name: str, net: nn.Module, cfg: Config, b: dict[str, torch.Tenso
         source = b["src_parsing"] if cfg.model.spatn.input == "parsing" else b["src_image"]
         return net(source, b["src_pose"], b["tgt_pose"])
     if name == "flow":
-        return net(b["src_pose"], b["tgt_pose"])
+        return net(b["src_pose"], b["tgt_pose"], b["src_keypoints"], b["tgt_keypoints"])
     if name == "generator":
         return net(b["src_image"], b["tgt_pose"], b["src_parsing"], b["tgt_parsing"], b["flow"], b["vis"])
     if name == "discriminator":

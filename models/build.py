@@ -46,7 +46,7 @@ def build_flow(cfg: Config) -> FlowNet | ReleaseFlowNet:
         return ReleaseFlowNet(pose_channels=pose_channels(cfg), nf=m.base_channels, max_nf=m.max_channels,
                               start_scale=m.start_scale, num_scales=m.n_scales, flow_scale=m.flow_scale)
     return FlowNet(pose_channels=pose_channels(cfg), base_channels=m.base_channels, max_channels=m.max_channels,
-                   n_scales=m.n_scales, flow_scale=m.flow_scale, norm=m.norm)
+                   n_scales=m.n_scales, flow_scale=m.flow_scale, norm=m.norm, limb_flows=m.limb_flows)
 
 
 def build_spgnet(cfg: Config) -> nn.Module:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.pose import LIMBS
 from models.blocks import conv_norm_relu
 
 # --------------------------------------------------------------------------------------- flow utilities
@@ -91,6 +92,88 @@ def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     return (-F.adaptive_max_pool2d(negated, tuple(size))).squeeze(1).long()  # (B,h,w)
 
 
+# ------------------------------------------------------------------------------------------- limb flows
+
+TORSO_JOINTS = (1, 2, 5, 8, 11)  # neck, right/left shoulder, right/left hip
+MID_HIP = 18  # a virtual joint after the 18: the midpoint of the hips, when both are present
+SEGMENTS = (*LIMBS, (1, MID_HIP))  # the 12 limbs and the torso's axis, neck -> mid-hip
+NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1
+# The choice's logits are its head's output times this gain. A crisp choice between neighbouring limbs needs
+# logit gaps of several units, and a few hundred Adam steps move a weight by well under one: without the gain,
+# the mix stays soft and averages the candidates of neighbouring limbs.
+CHOICE_GAIN = 10.0
+
+
+def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height: int, width: int,
+               segments: torch.Tensor | None = None, torso: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate target->source flows from the two poses alone: (B,K,2,H,W) in full-resolution pixels and their
+    validity (B,K) bool, K = NUM_LIMB_FLOWS. Keypoints (B,18,2) (y, x), -1 missing. `segments` (S,2) and `torso`
+    (5,) are SEGMENTS and TORSO_JOINTS as long tensors on the keypoints' device (FlowNet keeps them, so that a
+    forward on a GPU copies nothing from the host); made here when None.
+
+    With points as complex numbers z = x + iy, a segment (a, b) of SEGMENTS (the limbs of data.pose.LIMBS and the
+    torso's axis) in the target and in the source gives the similarity taking the target segment onto the source
+    one, and the same after the mirror image about the target segment's axis (seen from its other side, as
+    between a front and a back view):
+
+        r = (b_s - a_s) / (b_t - a_t),  u = (b_t - a_t) / |b_t - a_t|
+        S(z) = a_s + r (z - a_t),       S'(z) = a_s + r u^2 conj(z - a_t)
+
+    and the torso's affine map, fitted by least squares to the joints of TORSO_JOINTS present in both poses
+    (at least 3; a back view's mirror image included, and the joints' narrower spread in a side view, which a
+    side view's cloth need not share: the softmax mix of the network can weigh it against the similarity).
+    Candidate k at pixel z is the flow C_k(z) - z; an invalid one (a joint missing in either pose, a degenerate
+    segment) is zero. Candidates 0..12 are the segments' similarities, 13..25 their mirror images, 26 the
+    torso's affine map.
+    """
+    kp_s, kp_t = (torch.cat([k.float(), k[:, [8, 11]].float().mean(1, keepdim=True)], dim=1).flip(-1)
+                  for k in (src_keypoints, tgt_keypoints))  # (B,19,2) (x, y), the mid-hip appended
+    present = (src_keypoints >= 0).all(-1) & (tgt_keypoints >= 0).all(-1)  # (B,18) in both poses
+    present = torch.cat([present, present[:, 8:9] & present[:, 11:12]], dim=1)  # (B,19)
+    ys = torch.arange(height, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, height, 1)
+    xs = torch.arange(width, device=kp_s.device, dtype=kp_s.dtype).view(1, 1, 1, width)
+    if segments is None:
+        segments = torch.tensor(SEGMENTS, device=kp_s.device)
+    if torso is None:
+        torso = torch.tensor(TORSO_JOINTS, device=kp_s.device)
+    start, end = segments[:, 0], segments[:, 1]  # (S,) joint indices
+    a_t, d_t = kp_t[:, start], kp_t[:, end] - kp_t[:, start]  # (B,S,2)
+    a_s, d_s = kp_s[:, start], kp_s[:, end] - kp_s[:, start]
+    norm = (d_t**2).sum(-1)  # (B,S) |b_t - a_t|^2
+    segment_ok = present[:, start] & present[:, end] & (norm > 1.0)  # shorter than a pixel: degenerate
+    norm = norm.clamp_min(1.0)
+    r_re = (d_s[..., 0] * d_t[..., 0] + d_s[..., 1] * d_t[..., 1]) / norm  # r = d_s conj(d_t) / |d_t|^2
+    r_im = (d_s[..., 1] * d_t[..., 0] - d_s[..., 0] * d_t[..., 1]) / norm
+    u2_re, u2_im = (d_t[..., 0] ** 2 - d_t[..., 1] ** 2) / norm, 2 * d_t[..., 0] * d_t[..., 1] / norm
+    m_re, m_im = r_re * u2_re - r_im * u2_im, r_re * u2_im + r_im * u2_re  # r u^2
+    dx = xs - a_t[..., 0, None, None]  # (B,S,1,W): z - a_t
+    dy = ys - a_t[..., 1, None, None]  # (B,S,H,1)
+
+    def flow(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # source points (B,k,H,W) -> flows (B,k,2,H,W)
+        return torch.stack([x - xs, y - ys], dim=2)
+
+    similar = flow(a_s[..., 0, None, None] + r_re[..., None, None] * dx - r_im[..., None, None] * dy,
+                   a_s[..., 1, None, None] + r_re[..., None, None] * dy + r_im[..., None, None] * dx)
+    mirrored = flow(a_s[..., 0, None, None] + m_re[..., None, None] * dx + m_im[..., None, None] * dy,  # r u^2 conj(d)
+                    a_s[..., 1, None, None] + m_im[..., None, None] * dx - m_re[..., None, None] * dy)
+
+    weight = present[:, torso].double()  # (B,5)
+    design = torch.cat([kp_t[:, torso].double(), torch.ones_like(weight[..., None])], dim=-1)  # (B,5,3) [x y 1]
+    normal = design.transpose(1, 2) @ (weight[..., None] * design)  # (B,3,3)
+    normal.diagonal(dim1=1, dim2=2).add_(1e-6)  # a ridge keeps a rank-2 fit finite
+    fit = torch.linalg.solve(normal, design.transpose(1, 2) @ (weight[..., None] * kp_s[:, torso].double()))
+    fit = fit.to(kp_s.dtype)  # (B,3,2): source (x, y) = [x y 1] @ fit
+    affine = flow((xs * fit[:, 0, 0, None, None, None] + ys * fit[:, 1, 0, None, None, None]
+                   + fit[:, 2, 0, None, None, None]),
+                  (xs * fit[:, 0, 1, None, None, None] + ys * fit[:, 1, 1, None, None, None]
+                   + fit[:, 2, 1, None, None, None]))  # (B,1,2,H,W)
+
+    valid = torch.cat([segment_ok, segment_ok, weight.sum(1, keepdim=True) >= 3], dim=1)  # (B,K)
+    candidates = torch.cat([similar, mirrored, affine], dim=1)  # (B,K,2,H,W)
+    return torch.where(valid[..., None, None, None], candidates, 0.0), valid
+
+
 # ------------------------------------------------------------------------------------------- network
 
 
@@ -114,11 +197,11 @@ class FlowNet(nn.Module):
     """
 
     def __init__(self, pose_channels: int = 30, base_channels: int = 32, max_channels: int = 256, n_scales: int = 5,
-                 flow_scale: float = 20.0, norm: str = "batch"):
+                 flow_scale: float = 20.0, norm: str = "batch", limb_flows: bool = False):
         super().__init__()
         if n_scales < 1:
             raise ValueError(f"FlowNet: n_scales must be >= 1, got {n_scales}")
-        self.n_scales, self.flow_scale = n_scales, float(flow_scale)
+        self.n_scales, self.flow_scale, self.limb_flows = n_scales, float(flow_scale), limb_flows
         widths = [min(base_channels * 2**level, max_channels) for level in range(n_scales)]
         self.widths = widths
 
@@ -139,17 +222,32 @@ class FlowNet(nn.Module):
         )
         self.flow_heads = nn.ModuleList(nn.Conv2d(ch, 2, 3, padding=1) for ch in widths)
         self.vis_head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        # limb_flows: logits of a per-pixel choice between the regressed flow and the NUM_LIMB_FLOWS candidates,
+        # from the finest decoder features and the target's pose maps (which limb a pixel lies on is what the
+        # limb distance maps say directly); zero at first, an even mix
+        self.choice_head = (nn.Conv2d(widths[0] + pose_channels, 1 + NUM_LIMB_FLOWS, 3, padding=1) if limb_flows
+                            else None)
+        if self.choice_head is not None:
+            nn.init.zeros_(self.choice_head.weight)
+            nn.init.zeros_(self.choice_head.bias)
+            self.register_buffer("segments", torch.tensor(SEGMENTS), persistent=False)  # (S,2) joint indices
+            self.register_buffer("torso_joints", torch.tensor(TORSO_JOINTS), persistent=False)  # (5,)
         for head in self.flow_heads:
             # start close to the zero flow (identity warp) while keeping every gradient path alive
             with torch.no_grad():
                 head.weight.mul_(0.1)
                 head.bias.zero_()
 
-    def forward(self, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> FlowOutput:
-        """src_pose, tgt_pose (B,P,H,W) -> FlowOutput (target->source flow, per-scale flows, visibility)."""
+    def forward(self, src_pose: torch.Tensor, tgt_pose: torch.Tensor, src_keypoints: torch.Tensor | None = None,
+                tgt_keypoints: torch.Tensor | None = None) -> FlowOutput:
+        """src_pose, tgt_pose (B,P,H,W) -> FlowOutput (target->source flow, per-scale flows, visibility). With
+        limb_flows, the keypoints (B,18,2) (y, x) of both poses too: the full-resolution flow is then the
+        softmax-weighted mix, per pixel, of the regressed flow and the `limb_flows` candidates."""
         if src_pose.shape != tgt_pose.shape:
             raise ValueError(f"FlowNet: source pose {tuple(src_pose.shape)} and target pose "
                              f"{tuple(tgt_pose.shape)} differ")
+        if self.limb_flows and (src_keypoints is None or tgt_keypoints is None):
+            raise ValueError("FlowNet: limb_flows needs the keypoints of both poses")
         height, width = src_pose.shape[2:]
         x = torch.cat([src_pose, tgt_pose], dim=1)  # (B,2P,H,W)
         skips = []
@@ -173,4 +271,20 @@ class FlowNet(nn.Module):
         for r in raws:  # coarse to fine
             h, w = r.shape[2:]
             flows.append(scale_flow(r, self.flow_scale * w / width, self.flow_scale * h / height))  # scale's pixels
+        if self.choice_head is not None:  # level 0 is at full resolution
+            logits = CHOICE_GAIN * self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
+            flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
+
+    def choose(self, regressed: torch.Tensor, logits: torch.Tensor, src_keypoints: torch.Tensor,
+               tgt_keypoints: torch.Tensor) -> torch.Tensor:
+        """sum_k softmax(logits)_k C_k over C_0 = the regressed flow (B,2,H,W) and the valid limb flows, per pixel;
+        logits (B,1+K,H,W)."""
+        height, width = regressed.shape[2:]
+        candidates, valid = limb_flows(src_keypoints, tgt_keypoints, height, width, self.segments,
+                                       self.torso_joints)  # (B,K,2,H,W), (B,K)
+        candidates = torch.cat([regressed.float().unsqueeze(1), candidates], dim=1)  # (B,1+K,2,H,W)
+        valid = torch.cat([valid.new_ones(valid.shape[0], 1), valid], dim=1)  # the regressed flow always
+        logits = logits.float().masked_fill(~valid[..., None, None], float("-inf"))
+        weights = torch.softmax(logits, dim=1)  # (B,1+K,H,W)
+        return (weights.unsqueeze(2) * candidates).sum(dim=1).to(regressed.dtype)  # (B,2,H,W)

@@ -29,7 +29,7 @@ from models.build import build_flow, build_pose_encoder, build_spatn, build_spgn
 from models.flow import warp
 from models.pose_encoding import PoseEncoder
 from utils import checkpoint as ck
-from utils.config import Config, to_dict
+from utils.config import Config, FlowConfig, to_dict
 
 VISIBLE, INVISIBLE = 0, 1  # the flow module's visibility labels; 2 is background
 
@@ -64,7 +64,7 @@ def flow_and_visibility(flow_net: nn.Module | None, batch: dict) -> tuple[torch.
     or the batch's precomputed `flow` / `vis` when there is none (model.flow.source=files)."""
     if flow_net is None:
         return batch["flow"], batch["vis"]
-    out = flow_net(batch["src_pose"], batch["tgt_pose"])
+    out = flow_net(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
     return out.flow.float(), out.vis_logits.argmax(dim=1)
 
 
@@ -171,7 +171,9 @@ def load_flow(cfg: Config, ckpt: dict | None, path: Path | None) -> nn.Module | 
                 "first (python train.py --config <cfg> train.stage=flow) and pass model.flow.checkpoint=<its "
                 "step-*.pt>, or use precomputed flow files with model.flow.source=files")
         flow_ckpt = ck.load_checkpoint(flow_path)
-        saved, ours = flow_ckpt["config"].get("model", {}).get("flow", {}), to_dict(cfg)["model"]["flow"]
+        # a key the saved config lacks is newer than the checkpoint: it was trained with that key's default
+        saved = {**to_dict(FlowConfig()), **flow_ckpt["config"].get("model", {}).get("flow", {})}
+        ours = to_dict(cfg)["model"]["flow"]
         diffs = [f"model.flow.{k}: {saved.get(k)!r} -> {ours[k]!r}" for k in ours
                  if k not in ("checkpoint", "source") and saved.get(k) != ours[k]]
         if diffs or "flow" not in flow_ckpt["models"]:

@@ -72,8 +72,10 @@ class ReleaseFlowNet(nn.Module):
         )
         self.vis_head = nn.Sequential(nn.ReLU(), nn.Conv2d(c[0], 3, 3, padding=1))
 
-    def forward(self, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> FlowOutput:
-        """src_pose, tgt_pose (B,18,H,W) joint maps -> FlowOutput (module docstring)."""
+    def forward(self, src_pose: torch.Tensor, tgt_pose: torch.Tensor, src_keypoints: torch.Tensor | None = None,
+                tgt_keypoints: torch.Tensor | None = None) -> FlowOutput:
+        """src_pose, tgt_pose (B,18,H,W) joint maps -> FlowOutput (module docstring). The keypoints, which every flow
+        module is handed, are not read: Intr-Flow's network sees the joint maps alone."""
         if src_pose.shape != tgt_pose.shape:
             raise ValueError(f"ReleaseFlowNet: source pose {tuple(src_pose.shape)} and target pose "
                              f"{tuple(tgt_pose.shape)} differ")

@@ -41,6 +41,11 @@ from utils.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
 DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
+# stage 0, demo.yaml's flow module with limb flows: 600 steps at batch 8 (an earlier variant's held-out
+# end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 2.0 after 600); a
+# step costs about 0.56 of a joint step at batch 4 (the two interleaved in one process), so about 4 minutes on an
+# idle 2-core machine, 12 with the joint stage's 8
+FLOW_STEPS, FLOW_MINUTES = 600, 4.0
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score
 BASELINES = ("copy_source", "background")
@@ -128,8 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--data", default="datasets/synthetic_small", help="where the synthetic set is (made if missing)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--flow-steps", type=int, default=300)
-    p.add_argument("--flow-minutes", type=float, default=1.5)
+    p.add_argument("--flow-steps", type=int, default=FLOW_STEPS)
+    p.add_argument("--flow-minutes", type=float, default=FLOW_MINUTES)
     p.add_argument("--steps", type=int, default=20000, help="joint steps (the time budget usually ends it first)")
     p.add_argument("--minutes", type=float, default=None,
                    help=f"joint training budget: {DEFAULT_MINUTES:g} min for a new demo; after a finished demo, "

@@ -50,7 +50,8 @@ def test_every_shipped_config_builds_its_networks_from_any_folder(path, tmp_path
         nets = build_all(cfg)
         image, pose, parsing = torch.empty(2, 3, h, w), torch.empty(2, p, h, w), torch.empty(2, k, h, w)
         logits = nets["spatn"](parsing if cfg.model.spatn.input == "parsing" else image, pose, pose)
-        flow = nets["flow"](pose, pose)
+        keypoints = torch.empty(2, 18, 2)  # (y, x) per joint: model.flow.limb_flows builds candidates from them
+        flow = nets["flow"](pose, pose, keypoints, keypoints)
         generated = nets["generator"](image, pose, parsing, parsing, torch.empty(2, 2, h, w),
                                       torch.zeros(2, h, w, dtype=torch.long))
         patches = nets["discriminator"](image, generated, pose)
@@ -126,6 +127,10 @@ def test_unknown_section_and_override_are_errors(tmp_path):
         ("train.compile=1", "train.compile"),
         ("model.generator.variant=fancy", "model.generator.variant"),
         ("data.image_size=[250, 176]", "data.image_size"),
+        ("loss.visibility_class_weights=[1, 0, 1]", "loss.visibility_class_weights"),
+        ("loss.visibility_class_weights=[1, 1]", "loss.visibility_class_weights"),
+        ("loss.flow_coarse=median", "loss.flow_coarse"),
+        ("data.flow_pairs=disk", "data.flow_pairs"),
     ],
 )
 def test_wrong_types_and_values_name_the_key(override, key):

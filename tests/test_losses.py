@@ -281,6 +281,40 @@ def test_epe_mask_excludes_pixels(classes):
     assert terms["flow_epe/4x4"].item() == pytest.approx(slow_masked_epe(preds[0], target, vis, 2, classes), rel=1e-5)
 
 
+def slow_valid_mean_epe(pred: torch.Tensor, target: torch.Tensor, vis: torch.Tensor, s: int) -> float:
+    """coarse=valid_mean by hand: each block with a visible pixel, on the mean flow of its visible pixels (over s,
+    the scale factor), weighted by their share of the block."""
+    total = weight = 0.0
+    for b in range(pred.shape[0]):
+        for i in range(pred.shape[2]):
+            for j in range(pred.shape[3]):
+                cells = [(y, x) for y in range(i * s, (i + 1) * s) for x in range(j * s, (j + 1) * s)
+                         if int(vis[b, y, x]) == 0]
+                if not cells:
+                    continue
+                mean = [sum(float(target[b, c, y, x]) for y, x in cells) / len(cells) / s for c in (0, 1)]
+                share = len(cells) / s**2
+                total += share * math.dist(pred[b, :, i, j].tolist(), mean)
+                weight += share
+    return total / weight
+
+
+def test_epe_valid_mean_supervises_every_block_with_a_visible_pixel():
+    torch.manual_seed(12)
+    target = torch.randn(2, 2, 8, 8) * 3
+    vis = torch.randint(0, 3, (2, 8, 8))  # no 4x4 block is all visible: all_valid would supervise none
+    preds = [torch.randn(2, 2, 2, 2), torch.randn(2, 2, 4, 4), torch.randn(2, 2, 8, 8)]
+    terms = MultiScaleEPE(coarse="valid_mean").terms(preds, target, vis)
+    for pred, s in zip(preds, (4, 2, 1)):
+        size = f"{pred.shape[2]}x{pred.shape[3]}"
+        assert terms[f"flow_epe/{size}"].item() == pytest.approx(slow_valid_mean_epe(pred, target, vis, s), rel=1e-5)
+    # full resolution: the same as all_valid
+    strict = MultiScaleEPE().terms(preds, target, vis)
+    assert terms["flow_epe/8x8"].item() == pytest.approx(strict["flow_epe/8x8"].item())
+    with pytest.raises(ValueError, match="coarse"):
+        MultiScaleEPE(coarse="median")
+
+
 def test_epe_invalid_pixels_do_not_leak():
     torch.manual_seed(11)
     target = torch.randn(1, 2, 8, 8)

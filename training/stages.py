@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from data.loaders import build_dataset
+from data.loaders import build_dataset, build_rendered_flow_pairs
 from data.parsing import num_labels
 from data.visual import to_uint8_tensor
 from losses import build_loss
@@ -242,7 +242,9 @@ class FlowStage:
         self.nets = {"flow": self.net}
         self.frozen: dict[str, nn.Module] = {}
         self.warnings: list[str] = []
-        self.losses = {"flow_epe": build_loss("flow_epe").to(device), "visibility": build_loss("visibility").to(device)}
+        self.losses = {"flow_epe": build_loss("flow_epe", coarse=cfg.loss.flow_coarse).to(device),
+                       "visibility": build_loss("visibility",
+                                                class_weights=cfg.loss.visibility_class_weights).to(device)}
         self.weights = dataclasses.asdict(cfg.loss.weights)
         self.opt = make_adam(self.net.parameters(), t.lr, t.betas, device)
         self.optimizers = {"flow": self.opt}
@@ -253,13 +255,16 @@ class FlowStage:
         if self.cfg.data.target_augment:
             raise ConfigError("key 'data.target_augment' = true applies to the joint stage (it moves the target but "
                               "not its flow file); train the flow module with data.target_augment=false")
-        return (build_dataset(self.cfg, "train", with_flow=True, augment=True),
-                build_dataset(self.cfg, "test", with_flow=True))
+        if self.cfg.data.flow_pairs == "rendered":
+            train_set = build_rendered_flow_pairs(self.cfg)
+        else:
+            train_set = build_dataset(self.cfg, "train", with_flow=True, augment=True)
+        return train_set, build_dataset(self.cfg, "test", with_flow=True)
 
     def step(self, batch: dict, step: int, guard: Guard) -> dict[str, torch.Tensor]:
         batch = add_pose_maps(batch, self.pose_encoder)
         with autocast(self.cfg, self.device):
-            out = self.runner(batch["src_pose"], batch["tgt_pose"])
+            out = self.runner(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
             terms = {"flow_epe": self.losses["flow_epe"]([f.float() for f in out.flows], batch["flow"], batch["vis"]),
                      "visibility": self.losses["visibility"](out.vis_logits.float(), batch["vis"])}
         if guard(terms):
@@ -279,7 +284,7 @@ class FlowStage:
         count = 0
         for batch in loader:
             batch = add_pose_maps(to_device(batch, self.device, self.cfg.train.channels_last), self.pose_encoder)
-            out = self.net(batch["src_pose"], batch["tgt_pose"])
+            out = self.net(batch["src_pose"], batch["tgt_pose"], batch["src_keypoints"], batch["tgt_keypoints"])
             visible = (batch["vis"] == 0).float()
             n_vis = visible.sum().clamp_min(1)
             epe += float(((out.flow.float() - batch["flow"]).norm(dim=1) * visible).sum() / n_vis)

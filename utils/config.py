@@ -55,6 +55,10 @@ class DataConfig:
     pairs_test: str = "fasion-resize-pairs-test.csv"
     parsing_suffix: str = "_parsing"  # parsing maps live in <split_dir><suffix>/<stem>.png
     flow_suffix: str = "_flow"  # flow targets live in <split_dir><suffix>/<from>___<to>.npz
+    # stage 0's training pairs: files (the pairs CSV and its flow files) | rendered (a synthetic dataset's
+    # training people in two fresh poses per pair, drawn by the renderer on the fly: data.flow_pairs)
+    flow_pairs: Literal["files", "rendered"] = "files"
+    rendered_pairs: int = 1_000_000  # flow_pairs=rendered: distinct pairs, one epoch
     label_merge: str | list[int] = "cihp20"  # a preset name from data.parsing.PRESET_MERGES or a list
     num_workers: int = 2
     hflip_prob: float = 0.0  # training-time augmentation, off as in the paper
@@ -101,6 +105,10 @@ class FlowConfig:
     flow_scale: float = 20.0  # network output x 20, as Intr-Flow
     norm: Norm = "batch"
     start_scale: int = 2  # network release only: the finest prediction is at H / start_scale
+    # beyond the paper (flownet only): the full-resolution flow is a per-pixel choice between the regressed flow
+    # and candidate flows computed from the keypoints, each limb's similarity map and the torso's affine one
+    # (models.flow.limb_flows)
+    limb_flows: bool = False
 
 
 @dataclass
@@ -162,6 +170,13 @@ class LossConfig:
     # SPATN's cross-entropy per class: none (paper eq. 8) | inverse_sqrt_frequency (thin parts weigh more;
     # the frequencies are counted over the training split's target parsing maps at start)
     ce_class_weights: Literal["none", "inverse_sqrt_frequency"] = "none"
+    # stage 0's flow targets at the coarse scales (losses.flow): all_valid (a cell only when every pixel under
+    # it is visible) | valid_mean (every cell with a visible pixel, on their mean flow, weighted by their share)
+    flow_coarse: Literal["all_valid", "valid_mean"] = "all_valid"
+    # stage 0's visibility cross-entropy per class (visible, invisible, background); None: 1 each. The
+    # background is most of an image, so unweighted the thin classes lose: the generator then drops the warped
+    # source wherever visible body is called background
+    visibility_class_weights: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -446,6 +461,9 @@ def validate(cfg: Config) -> None:
     if layer_weights is not None and len(layer_weights) != len(cfg.loss.perceptual_layers):
         raise ConfigError(f"key 'loss.perceptual_layer_weights' has {len(layer_weights)} values for "
                           f"{len(cfg.loss.perceptual_layers)} loss.perceptual_layers")
+    if cfg.loss.visibility_class_weights is not None and min(cfg.loss.visibility_class_weights) <= 0:
+        raise ConfigError(f"key 'loss.visibility_class_weights' = {list(cfg.loss.visibility_class_weights)} must "
+                          "be positive")
     for key, value in {"loss.d_scale": cfg.loss.d_scale, "train.weight_decay_d": t.weight_decay_d}.items():
         if value < 0:
             raise ConfigError(f"key '{key}' = {value} must not be negative")
@@ -453,6 +471,9 @@ def validate(cfg: Config) -> None:
     if f.network != "release" and f.start_scale != FlowConfig.start_scale:
         raise ConfigError(f"key 'model.flow.start_scale' = {f.start_scale} applies to model.flow.network = "
                           "'release' only: leave it at its default, or it would be ignored")
+    if f.network == "release" and f.limb_flows:
+        raise ConfigError("key 'model.flow.limb_flows' = true applies to model.flow.network = 'flownet' only: the "
+                          "release flow network reads the pose maps alone")
     if f.network == "release" and f.norm != "batch":
         raise ConfigError(f"key 'model.flow.norm' = {f.norm!r}: the release flow network has batch norm")
     if not cfg.pose.limbs and cfg.pose.learnable_kappa:
@@ -569,7 +590,8 @@ def resume_mismatches(saved: dict, current: Config) -> list[str]:
 
 def architecture_mismatches(saved: dict, current: Config) -> list[str]:
     """'key: saved -> current' for every architecture key on which a checkpoint's config differs."""
-    old, new = flatten(saved), flatten(to_dict(current))
+    # a key the saved config lacks is newer than the checkpoint: it was trained with that key's default
+    old, new = {**flatten(to_dict(Config())), **flatten(saved)}, flatten(to_dict(current))
     keys = sorted(k for k in set(old) | set(new) if any(k == a or k.startswith(a + ".") for a in ARCHITECTURE_KEYS))
     # where the frozen flow comes from, the initialisation and the release generator's noise switch: not shapes
     ignore = {"model.flow.checkpoint", "model.flow.source", "model.init", "model.generator.noise"}

@@ -16,7 +16,7 @@ from utils.distributed import ShardedEpochSampler
 def build_dataset(cfg: Config, split: str, max_pairs: int | None = None, with_flow: bool = False,
                   augment: bool = False, pairs_file: str | None = None,
                   pair_parsing_dir: str | None = None) -> PairDataset:
-    """The train or test pair dataset of the configured layout (DESIGN.md section 2). pair_parsing_dir (test.py
+    """The train or test pair dataset of the configured layout (docs/data.md#layout). pair_parsing_dir (test.py
     --parsing-dir) reads each pair's target parsing from <dir>/<from-stem>___<to-stem>.png, over the config's
     data.pair_parsing_dir. augment: mirroring (data.hflip_prob) and the release's target transform
     (data.target_augment)."""

@@ -1,4 +1,4 @@
-"""Synthetic people: a procedural renderer of articulated 2-D figures with exact flow (DESIGN.md section 8).
+"""Synthetic people: a procedural renderer of articulated 2-D figures with exact flow (docs/design.md#synthetic-people).
 
 Every body part is a rigid shape with its own colours and textures, both defined in the part's LOCAL frame
 (u across, v along the part, in body units). A pose places each part by one affine map local -> image, so
@@ -11,7 +11,7 @@ A_tgt,p^-1(x), which the source pose shows at A_src,p(A_tgt,p^-1(x)).
     generate_dataset("datasets/synthetic_market", style="market")  # Market-like, 128x64
     generate_dataset("datasets/synthetic_small", style="deepfashion_small")  # DeepFashion-like, 128x88
 
-The output follows the release layout of DESIGN.md section 2 (images, annotation and pair CSVs, CIHP parsing
+The output follows the release layout of docs/data.md#layout (images, annotation and pair CSVs, CIHP parsing
 maps) plus `{split}_flow/<from-stem>___<to-stem>.npz` with `flow` (2,H,W) float16 target->source offsets (x, y)
 and `vis` (H,W) uint8 (0 visible, 1 invisible in the source, 2 target background), and `synthetic.json`, the
 arguments it was made with. Everything is seeded from (seed, identity, pose), so the files are byte-identical for
@@ -49,7 +49,7 @@ HAIR, UPPER_CLOTHES, PANTS, SKIRT, FACE = (CIHP_LABELS.index(n) for n in ("hair"
 LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG, LEFT_SHOE, RIGHT_SHOE = (
     CIHP_LABELS.index(n) for n in ("left-arm", "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe"))
 
-# OpenPose-COCO joint indices (DESIGN.md section 3).
+# OpenPose-COCO joint indices (docs/design.md#pose-encoding).
 NOSE, NECK, R_SHOULDER, R_ELBOW, R_WRIST, L_SHOULDER, L_ELBOW, L_WRIST = 0, 1, 2, 3, 4, 5, 6, 7
 R_HIP, R_KNEE, R_ANKLE, L_HIP, L_KNEE, L_ANKLE, R_EYE, L_EYE, R_EAR, L_EAR = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
 
@@ -758,8 +758,8 @@ def held_out_identities(seed: int, identities: int, test_fraction: float) -> set
 
 def generate_dataset(out: str | Path, style: str = "deepfashion", identities: int = 60, poses: int = 6,
                      seed: int = 0, test_fraction: float = 0.15, workers: int = 1) -> dict[str, int | float]:
-    """Write the DESIGN.md section 2 layout under `out`; returns counts and the elapsed seconds. The temporary files
-    a killed earlier run left in these folders are removed first (utils.io.remove_orphans)."""
+    """Write the release layout (docs/data.md#layout) under `out`; returns counts and the elapsed seconds. The
+    temporary files a killed earlier run left in these folders are removed first (utils.io.remove_orphans)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if identities < 2:

@@ -27,7 +27,7 @@ from data.synthetic import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# CIHP ids the renderer may paint (DESIGN.md section 2): hair 2, upper-clothes 5, pants 9, skirt 12, face 13,
+# CIHP ids the renderer may paint (docs/data.md#layout): hair 2, upper-clothes 5, pants 9, skirt 12, face 13,
 # left/right arm 14/15, left/right leg 16/17, left/right shoe 18/19
 PAINTED = {2, 5, 9, 12, 13, 14, 15, 16, 17, 18, 19}
 R_WRIST, L_WRIST, RIGHT_ARM, LEFT_ARM = 4, 7, 15, 14

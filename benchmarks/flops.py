@@ -40,6 +40,7 @@ def count_flops(cfg: Config, batch_size: int) -> dict[str, float]:
     shapes = {"image": (3, h, w), "pose": (pose_channels(cfg), h, w), "parsing": (k, h, w)}
     batch = {f"{side}_{kind}": torch.empty(batch_size, *shape, device=meta)
              for side in ("src", "tgt") for kind, shape in shapes.items()}
+    batch.update({f"{side}_keypoints": torch.empty(batch_size, 18, 2, device=meta) for side in ("src", "tgt")})
     batch["flow"] = torch.empty(batch_size, 2, h, w, device=meta)
     batch["vis"] = torch.zeros(batch_size, h, w, dtype=torch.long, device=meta)
     out = {}

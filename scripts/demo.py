@@ -40,11 +40,12 @@ from utils.io import ensure_writable_folder, read_image, write_image, write_json
 from utils.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
-DEFAULT_MINUTES = 8.0  # the joint stage's budget in a default demo
+DEFAULT_MINUTES = 7.5  # the joint stage's budget in a default demo
 # stage 0, demo.yaml's flow module with limb flows: 600 steps at batch 8 (an earlier variant's held-out
 # end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 2.0 after 600); a
 # step costs about 0.56 of a joint step at batch 4 (the two interleaved in one process), so about 4 minutes on an
-# idle 2-core machine, 12 with the joint stage's 8
+# idle 2-core machine, 11.5 with the joint stage's 7.5: with the install, the tests and the evaluations, a fresh
+# clone's `make demo` then takes about 14.5 minutes on an idle 2-core AMD EPYC
 FLOW_STEPS, FLOW_MINUTES = 600, 4.0
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score

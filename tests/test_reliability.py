@@ -620,8 +620,11 @@ def test_a_signal_mid_write_leaves_the_earlier_file_and_one_line(tmp_path, sig, 
     temporary file; both now unwind (the writer removes its temporary), print one line and exit 128 + signal."""
     target = tmp_path / "metrics.json"
     target.write_text("earlier\n")
+    # as from a terminal: a child of a background job or a pytest-xdist worker inherits SIGINT ignored, and Python
+    # then installs no Ctrl-C handler at all
     child = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "SPGNET_DEBUG": ""})
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "SPGNET_DEBUG": ""},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout.readline() == "writing\n"
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)

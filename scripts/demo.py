@@ -44,8 +44,8 @@ DEFAULT_MINUTES = 7.5  # the joint stage's budget in a default demo
 # stage 0, demo.yaml's flow module with limb flows: 600 steps at batch 8 (an earlier variant's held-out
 # end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 2.0 after 600); a
 # step costs about 0.56 of a joint step at batch 4 (the two interleaved in one process), so about 4 minutes on an
-# idle 2-core machine, 11.5 with the joint stage's 7.5: with the install, the tests and the evaluations, a fresh
-# clone's `make demo` then takes about 14.5 minutes on an idle 2-core AMD EPYC
+# idle 2-core machine, 11.5 with the joint stage's 7.5, which keeps a fresh clone's `make demo` (the install, the
+# test and the evaluations included) inside 15 minutes (README, "What the demo reaches")
 FLOW_STEPS, FLOW_MINUTES = 600, 4.0
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,fid,colour,texture,parsing"
 BASELINE_METRICS = "ssim,mssim,lpips,mlpips,colour,texture"  # FID of a constant image says nothing; no parsing to score

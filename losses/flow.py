@@ -1,4 +1,5 @@
-"""Stage-0 losses of the flow module (DESIGN sec. 4): multi-scale end-point error and visibility cross-entropy.
+"""Stage-0 losses of the flow module, as Intr-Flow trains its flow regression network: multi-scale end-point
+error and visibility cross-entropy.
 
 Flows are target->source pixel offsets (x, y) in the pixels of the map they live on. A prediction at (h, w)
 is compared with the full-resolution target (H, W) brought to that scale: area-averaged, then x scaled by w/W

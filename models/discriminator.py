@@ -1,7 +1,7 @@
 """PatchGAN discriminator (pix2pix's NLayerDiscriminator) on the triplet [source image, image, target pose].
 
-DESIGN sec. 4: 64 filters, 3 layers; the adversarial term of the objective (paper eq. 12) judges whether the
-image is a plausible rendering of the source person in the target pose, one logit per overlapping patch.
+As in the authors' release: 64 filters, 3 layers; the adversarial term of the objective (paper eq. 12) judges
+whether the image is a plausible rendering of the source person in the target pose, one logit per overlapping patch.
 """
 
 from __future__ import annotations

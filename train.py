@@ -48,7 +48,7 @@ from training.loop import (
 )
 from training.nonfinite import NonFinitePolicy
 from training.stages import Stage, build_stage
-from training.steps import to_device
+from training.steps import precision, to_device
 from utils import checkpoint as ck
 from utils.cli import SIGNAL_NAMES, Interrupted, run_main
 from utils.config import (
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             save_config(cfg, run / "config.yaml")
         log = RunLogger(run, enabled=info.is_main)
         log.text(f"{'resuming from ' + str(resume_from) if ckpt else 'new run'}: {' '.join(sys.argv)}")
+        log.text(f"precision: {precision_line(cfg, info.device)}")
         try:
             train(cfg, info, run, log, stage, train_set, test_set, ckpt)
         finally:
@@ -162,6 +163,15 @@ def run_folder(args: argparse.Namespace, cfg: Config, info: DistInfo, name: str,
     return run
 
 
+def precision_line(cfg: Config, device: torch.device) -> str:
+    """'bf16 (train.amp=auto: cpu computes bf16 natively)': the precision the run's forwards take, and why."""
+    amp = precision(cfg, device)
+    if cfg.train.amp != "auto":
+        return amp
+    why = "computes bf16 natively" if amp == "bf16" else "has no native bf16, so float32"
+    return f"{amp} (train.amp=auto: {device.type} {why})"
+
+
 def network_sizes(stage: Stage) -> str:
     """'spatn: 1,234,567, ..., flow: 45,678 (frozen)': the parameter counts of the stage's networks."""
     def count(net: torch.nn.Module) -> str:
@@ -180,6 +190,7 @@ def print_dry_run(config: str, cfg: Config, stage: Stage, train_set: Dataset, te
     for warning in stage.warnings:
         print(f"WARNING: {warning}")
     print(f"stage {stage.name} on {stage.device}; {'resuming from ' + str(resume_from) if resume_from else 'new run'}")
+    print(f"precision: {precision_line(cfg, stage.device)}")
     print(f"parameters: {network_sizes(stage)}")
     print(f"data: {len(train_set)} training pairs ({len(train_set) // cfg.train.batch_size} steps per epoch), "
           f"{len(test_set)} test pairs; every file of every pair is present")

@@ -5,6 +5,7 @@ IEEE float32 with the device and precision in the FID cache key."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ from metrics.openpose import OpenPoseEstimator
 from models.flow import FlowNet
 from models.release_flow import ReleaseFlowNet
 from tests.test_train import args
+from training.steps import autocast, native_bf16, precision
 from utils import checkpoint as ck
+from utils.config import load_config
 from utils.io import write_image
 
 # ------------------------------------------------------------------------------------------ fp16 scaler
@@ -191,3 +194,49 @@ def test_fid_cache_key_holds_the_device_and_the_precision(tmp_path, monkeypatch)
     on_gpu = real_statistics(folder, features, tmp_path / "cache")
     assert not on_gpu.cache_hit and on_gpu.cache_file != first.cache_file
 
+
+
+# ------------------------------------------------------------------------------------------ train.amp=auto
+
+
+def cpu_flags() -> set[str]:
+    """The kernel's list of this CPU's features, read independently of torch's own dispatch checks."""
+    text = Path("/proc/cpuinfo").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("flags"))
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="the CPU's feature list is read from /proc/cpuinfo")
+def test_auto_takes_bf16_exactly_where_this_cpu_has_bf16_instructions():
+    native = bool(cpu_flags() & {"amx_tile", "avx512_bf16"})
+    assert native_bf16(torch.device("cpu")) == native
+    assert precision(load_config("configs/demo.yaml", ["train.amp=auto"]), torch.device("cpu")) == \
+        ("bf16" if native else "off")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(False, False, None), (True, False, torch.bfloat16),
+                                                         (False, True, torch.bfloat16), (True, True, torch.bfloat16)])
+def test_auto_autocasts_in_bf16_on_a_cpu_with_either_bf16_unit(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    context = autocast(load_config("configs/demo.yaml", ["train.amp=auto"]), torch.device("cpu"))
+    assert getattr(context, "fast_dtype", None) == expected
+    with context:
+        y = torch.nn.functional.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3))
+    assert y.dtype == (expected or torch.float32)
+
+
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_auto_on_cuda_asks_for_bf16_units_not_emulation(monkeypatch, bf16_units):
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return bf16_units or including_emulation  # every GPU emulates bf16; only Ampere and later have the units
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cfg = load_config("configs/synthetic.yaml", ["train.amp=auto"])
+    assert precision(cfg, torch.device("cuda")) == ("bf16" if bf16_units else "off") and asked == [False]
+    # a configured precision is taken as it is, whatever the device
+    assert precision(load_config("configs/synthetic.yaml", ["train.amp=fp16"]), torch.device("cuda")) == "fp16"
+    assert precision(load_config("configs/synthetic.yaml", ["train.amp=bf16"]), torch.device("cpu")) == "bf16"

@@ -204,7 +204,8 @@ class TrainConfig:
     ckpt_every: int = 2000
     keep_checkpoints: int = 3
     seed: int = 0
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    # mixed precision; auto: bf16 where the device computes it natively (AMX, AVX-512 BF16, Ampere+), else off
+    amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     channels_last: bool = False
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does

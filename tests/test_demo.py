@@ -69,7 +69,7 @@ def joint_steps(out: Path) -> list[int]:
     return sorted(int(p.stem.split("-")[1]) for p in (out / "joint" / "checkpoints").glob("step-*.pt"))
 
 
-@pytest.mark.slow  # 17-29 s on the shared 2-core machine (three demo invocations, two 2048x2048 FID sqrtms)
+@pytest.mark.slow  # 17-29 s on the shared 2-core machine (three demo invocations)
 def test_minutes_continues_a_finished_demo_and_a_finished_demo_is_not_recomputed(market_people, tmp_path,
                                                                                    monkeypatch):
     out = tmp_path / "demo"

@@ -28,8 +28,8 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 in hardware: a CUDA GPU with bf16 units (Ampere and later), a CPU with AMX or
-    AVX-512 BF16. Elsewhere bf16 is emulated and slower than float32: on a 2-core AVX2 CPU the demo's step took
-    8.9 s under bf16 autocast against 0.93 s in float32 (docs/speed.md)."""
+    AVX-512 BF16. Elsewhere bf16 is emulated, and slower than float32: on a 2-core AVX2 CPU the demo's step took 7
+    to 10 times as long under bf16 autocast (docs/speed.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":

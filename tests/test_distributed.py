@@ -265,9 +265,11 @@ def test_learnable_kappa_is_averaged_over_ranks_like_a_ddp_gradient(market_peopl
     train.main([*common, "--run-dir", str(tmp_path / "single"), "train.max_steps=1"])
     single = report()
     assert ddp[0, 0] == ddp[1, 0]  # the same kappa and gradient on both ranks, step after step
-    # step 1 starts from the same weights: the averaged gradient is the whole batch's, to summation order
+    # step 1 starts from the same weights: the averaged gradient is the whole batch's, to summation order (float32
+    # sums over the pose maps in two processes' order differed by 2e-4 relative on an AVX2 CPU; one rank's own
+    # half-batch gradient differs from the whole batch's by tens of percent)
     assert abs(single[0][1]) > 1e-4
-    assert ddp[0, 0][0][1] == pytest.approx(single[0][1], rel=1e-4)
+    assert ddp[0, 0][0][1] == pytest.approx(single[0][1], rel=1e-3)
 
 
 @pytest.mark.slow  # two processes and one

@@ -45,7 +45,7 @@ DEFAULT_MINUTES = 7.25  # the joint stage's budget in a default demo
 # end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 2.0 after 600); a
 # step costs about 0.56 of a joint step at batch 4 (the two interleaved in one process), so about 4 minutes on an
 # idle 2-core machine, 11.25 with the joint stage's 7.25, which keeps a fresh clone's `make demo` (the install, the
-# test and the evaluations included) inside 15 minutes on the slower of our machines (docs/demo.md)
+# test and the evaluations included) inside 15 minutes on the slower of our machines (README, "What the demo reaches")
 FLOW_STEPS, FLOW_MINUTES = 600, 4.0
 # no FID: with the random-init Inception the demo has offline it compares nothing, and it took 35 s a demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,colour,texture,parsing"

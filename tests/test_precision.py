@@ -152,12 +152,21 @@ def tf32_on():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def tf32_allowed() -> tuple[bool, bool]:
+    """Whether cuDNN convolutions and CUDA matmuls may use TF32: torch >= 2.9's per-operation settings where they
+    exist (its legacy flags raise once the two disagree, as they do inside `ieee_float32`), else the legacy flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision == "tf32", torch.backends.cuda.matmul.fp32_precision == "tf32"
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
 def tf32_flags_seen_by(module: torch.nn.Module, run) -> set[tuple[bool, bool]]:
     """The (cuDNN, matmul) TF32 flags every convolution of `module` ran under, while `run()` ran."""
     seen = set()
 
     def record(*_):
-        seen.add((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        seen.add(tf32_allowed())
 
     hooks = [m.register_forward_pre_hook(record) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     run()
@@ -174,7 +183,41 @@ def test_metric_networks_run_without_tf32(tf32_on):
     assert tf32_flags_seen_by(lpips, lambda: lpips(images, images.flip(0))) == {(False, False)}
     pose = OpenPoseEstimator("random", device="cpu", boxsize=64, scales=(1.0,))
     assert tf32_flags_seen_by(pose.net, lambda: pose(images.permute(0, 2, 3, 1).numpy())) == {(False, False)}
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # and back on after
+    assert tf32_allowed() == (True, True)  # and back on after
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # the legacy flags readable
+
+
+@pytest.fixture
+def disagreeing_precision_settings():
+    """cuDNN convolutions set to IEEE through torch >= 2.9's per-operation setting, its RNNs left at TF32: the state
+    in which reading the legacy `cudnn.allow_tf32` raises (a GPU session met it when a caller used the new API)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no per-operation precision settings")
+    rnn, matmul = torch.backends.cudnn.rnn, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision = "ieee", "tf32", "tf32"
+    with pytest.raises(RuntimeError, match="allow_tf32"):
+        torch.backends.cudnn.allow_tf32  # noqa: B018  (the legacy read that used to fail inside the metrics)
+    yield conv, rnn, matmul
+    conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision = saved
+
+
+def test_metric_networks_run_in_ieee_when_the_precision_settings_disagree(disagreeing_precision_settings):
+    conv, rnn, matmul = disagreeing_precision_settings
+    seen = set()
+
+    def record(*_):
+        seen.add((conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision))
+
+    lpips = LPIPSMetric("random")
+    hooks = [m.register_forward_pre_hook(record) for m in lpips.modules() if isinstance(m, torch.nn.Conv2d)]
+    images = torch.randint(0, 256, (2, 3, 64, 32), dtype=torch.uint8)
+    lpips(images, images.flip(0))
+    for h in hooks:
+        h.remove()
+    assert seen == {("ieee", "ieee", "ieee")}
+    assert (conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "tf32", "tf32")  # restored
 
 
 def test_fid_cache_key_holds_the_device_and_the_precision(tmp_path, monkeypatch):

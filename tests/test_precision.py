@@ -161,12 +161,13 @@ def tf32_allowed() -> tuple[bool, bool]:
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-def tf32_flags_seen_by(module: torch.nn.Module, run) -> set[tuple[bool, bool]]:
-    """The (cuDNN, matmul) TF32 flags every convolution of `module` ran under, while `run()` ran."""
+def tf32_flags_seen_by(module: torch.nn.Module, run, read=tf32_allowed) -> set[tuple]:
+    """What `read()` said (by default the (cuDNN, matmul) TF32 flags) at every convolution of `module`, while
+    `run()` ran."""
     seen = set()
 
     def record(*_):
-        seen.add(tf32_allowed())
+        seen.add(read())
 
     hooks = [m.register_forward_pre_hook(record) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     run()
@@ -205,17 +206,10 @@ def disagreeing_precision_settings():
 
 def test_metric_networks_run_in_ieee_when_the_precision_settings_disagree(disagreeing_precision_settings):
     conv, rnn, matmul = disagreeing_precision_settings
-    seen = set()
-
-    def record(*_):
-        seen.add((conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision))
-
     lpips = LPIPSMetric("random")
-    hooks = [m.register_forward_pre_hook(record) for m in lpips.modules() if isinstance(m, torch.nn.Conv2d)]
     images = torch.randint(0, 256, (2, 3, 64, 32), dtype=torch.uint8)
-    lpips(images, images.flip(0))
-    for h in hooks:
-        h.remove()
+    seen = tf32_flags_seen_by(lpips, lambda: lpips(images, images.flip(0)),
+                              read=lambda: (conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision))
     assert seen == {("ieee", "ieee", "ieee")}
     assert (conv.fp32_precision, rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "tf32", "tf32")  # restored
 

@@ -97,7 +97,13 @@ def downsample_visibility(vis: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 TORSO_JOINTS = (1, 2, 5, 8, 11)  # neck, right/left shoulder, right/left hip
 MID_HIP = 18  # a virtual joint after the 18: the midpoint of the hips, when both are present
 SEGMENTS = (*LIMBS, (1, MID_HIP))  # the 12 limbs and the torso's axis, neck -> mid-hip
-NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1
+# The torso turns: its axis's similarity with the across-axis component scaled by s. A torso is about half as deep
+# as it is wide, so between a front or back view and a side view its cloth narrows or widens by about 2, while the
+# shoulders' and hips' spread (what the affine fit sees) changes far more: s = +-1/2 takes a wide target onto a
+# narrow source, s = +-2 a narrow target onto a wide one, the sign says whether the pair turned its other side.
+TURNS = (0.5, -0.5, 2.0, -2.0)
+AFFINE = 2 * len(SEGMENTS)  # the candidate index of the torso's affine map; the turns follow it
+NUM_LIMB_FLOWS = 2 * len(SEGMENTS) + 1 + len(TURNS)
 # The choice's logits are its head's output times this gain. A crisp choice between neighbouring limbs needs
 # logit gaps of several units, and a few hundred Adam steps move a weight by well under one: without the gain,
 # the mix stays soft and averages the candidates of neighbouring limbs.
@@ -120,12 +126,16 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
         r = (b_s - a_s) / (b_t - a_t),  u = (b_t - a_t) / |b_t - a_t|
         S(z) = a_s + r (z - a_t),       S'(z) = a_s + r u^2 conj(z - a_t)
 
-    and the torso's affine map, fitted by least squares to the joints of TORSO_JOINTS present in both poses
-    (at least 3; a back view's mirror image included, and the joints' narrower spread in a side view, which a
-    side view's cloth need not share: the softmax mix of the network can weigh it against the similarity).
+    the torso's affine map, fitted by least squares to the joints of TORSO_JOINTS present in both poses (at
+    least 3; a back view's mirror image included, and the joints' narrower spread in a side view, which a side
+    view's cloth need not share), and the torso axis's turns: the along-axis part of its similarity kept and the
+    across-axis part scaled by s in TURNS (s = 1 is S, s = -1 is S'),
+
+        T_s(z) = (1 + s)/2 S(z) + (1 - s)/2 S'(z).
+
     Candidate k at pixel z is the flow C_k(z) - z; an invalid one (a joint missing in either pose, a degenerate
-    segment) is zero. Candidates 0..12 are the segments' similarities, 13..25 their mirror images, 26 the
-    torso's affine map.
+    segment) is zero. Candidates 0..12 are the segments' similarities, 13..25 their mirror images, 26 (AFFINE)
+    the torso's affine map, 27..30 the torso's turns in the order of TURNS.
     """
     kp_s, kp_t = (torch.cat([k.float(), k[:, [8, 11]].float().mean(1, keepdim=True)], dim=1).flip(-1)
                   for k in (src_keypoints, tgt_keypoints))  # (B,19,2) (x, y), the mid-hip appended
@@ -169,9 +179,51 @@ def limb_flows(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, height:
                   (xs * fit[:, 0, 1, None, None, None] + ys * fit[:, 1, 1, None, None, None]
                    + fit[:, 2, 1, None, None, None]))  # (B,1,2,H,W)
 
-    valid = torch.cat([segment_ok, segment_ok, weight.sum(1, keepdim=True) >= 3], dim=1)  # (B,K)
-    candidates = torch.cat([similar, mirrored, affine], dim=1)  # (B,K,2,H,W)
+    axis_similar, axis_mirrored = similar[:, -1], mirrored[:, -1]  # (B,2,H,W): the torso's axis is the last segment
+    turns = torch.stack([(1 + s) / 2 * axis_similar + (1 - s) / 2 * axis_mirrored for s in TURNS], dim=1)
+
+    axis_ok = segment_ok[:, -1:].expand(-1, len(TURNS))  # (B,T)
+    valid = torch.cat([segment_ok, segment_ok, weight.sum(1, keepdim=True) >= 3, axis_ok], dim=1)  # (B,K)
+    candidates = torch.cat([similar, mirrored, affine, turns], dim=1)  # (B,K,2,H,W)
     return torch.where(valid[..., None, None, None], candidates, 0.0), valid
+
+
+FACING_JOINTS = ((5, 2), (11, 8))  # (left, right) shoulders and hips
+FACING_SIGN_WIDTH = 0.05  # sign = tanh(f / this): a side view's f (about +-0.12) already reads as +-1
+FACING_WIDE_FROM, FACING_WIDE_SOFTNESS = 0.3, 0.05  # wide = sigmoid((|f| - 0.3) / 0.05): front/back 0.5, side 0.12
+NUM_FACING_FEATURES = 7
+
+
+def facing_features(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor) -> torch.Tensor:
+    """How the pair turned, from the keypoints (B,18,2) (y, x) of both poses -> (B,7) features of the pair.
+
+    A pose's facing is f = mean over the shoulder and hip pairs present of (x_left - x_right) / |neck - mid-hip|:
+    the left joints lie on the image's right when the body faces the camera, so f > 0 facing it, f < 0 from the
+    back, |f| small from the side (0 when the torso's axis or both pairs are missing: unknown). With
+    sign = tanh(f / FACING_SIGN_WIDTH) and wide = sigmoid((|f| - FACING_WIDE_FROM) / FACING_WIDE_SOFTNESS) per pose,
+    the features are the products of [1, sign_s sign_t] x [1, wide_s] x [1, wide_t] but the constant:
+
+        [w_t, w_s, w_s w_t, t, t w_t, t w_s, t w_s w_t],  t = sign_s sign_t,
+
+    on which a linear map can take any value on each of the 8 kinds of pair (same side or turned, each pose wide or
+    narrow): whether a limb is seen from the same side (its similarity) or the other (its mirror image), and
+    which of the torso's turns takes the target's cloth onto the source's."""
+    kp = torch.stack([src_keypoints, tgt_keypoints], dim=1).float()  # (B,2,18,2) (y, x)
+    present = (kp >= 0).all(-1)  # (B,2,18)
+    pair_ok = torch.stack([present[..., left] & present[..., right] for left, right in FACING_JOINTS], -1).float()
+    spreads = torch.stack([kp[..., left, 1] - kp[..., right, 1] for left, right in FACING_JOINTS], -1)  # (B,2,2)
+    spread = (spreads * pair_ok).sum(-1) / pair_ok.sum(-1).clamp_min(1)  # (B,2): over the pairs present
+    axis = kp[..., 1, :] - (kp[..., 8, :] + kp[..., 11, :]) / 2  # (B,2,2): neck - mid-hip
+    length = axis.norm(dim=-1)  # (B,2)
+    axis_ok = present[..., 1] & present[..., 8] & present[..., 11] & (length > 1.0) & (pair_ok.sum(-1) > 0)
+    f = torch.where(axis_ok, spread / length.clamp_min(1.0), 0.0)  # (B,2)
+    sign = torch.tanh(f / FACING_SIGN_WIDTH)
+    wide = torch.sigmoid((f.abs() - FACING_WIDE_FROM) / FACING_WIDE_SOFTNESS)
+    ones = torch.ones_like(f[:, 0])
+    turned = torch.stack([ones, sign[:, 0] * sign[:, 1]], dim=1)  # (B,2)
+    wide_s, wide_t = (torch.stack([ones, wide[:, i]], dim=1) for i in (0, 1))  # (B,2) each
+    products = torch.einsum("bi,bj,bk->bijk", turned, wide_s, wide_t).flatten(1)  # (B,8), [0] the constant
+    return products[:, 1:]
 
 
 # ------------------------------------------------------------------------------------------- network
@@ -225,11 +277,16 @@ class FlowNet(nn.Module):
         # limb_flows: logits of a per-pixel choice between the regressed flow and the NUM_LIMB_FLOWS candidates,
         # from the finest decoder features and the target's pose maps (which limb a pixel lies on is what the
         # limb distance maps say directly); zero at first, an even mix
+        # limb_flows also: a per-pair term of the logits from how the pair turned (`facing_features`). Which body
+        # part a pixel is on is local, but whether a limb is seen from its other side or the torso turned is one
+        # decision for the whole pair, which the per-pixel head, from local features, mostly got wrong
         self.choice_head = (nn.Conv2d(widths[0] + pose_channels, 1 + NUM_LIMB_FLOWS, 3, padding=1) if limb_flows
                             else None)
+        self.orientation_head = nn.Linear(NUM_FACING_FEATURES, 1 + NUM_LIMB_FLOWS) if limb_flows else None
         if self.choice_head is not None:
-            nn.init.zeros_(self.choice_head.weight)
-            nn.init.zeros_(self.choice_head.bias)
+            for layer in (self.choice_head, self.orientation_head):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
             self.register_buffer("segments", torch.tensor(SEGMENTS), persistent=False)  # (S,2) joint indices
             self.register_buffer("torso_joints", torch.tensor(TORSO_JOINTS), persistent=False)  # (5,)
         for head in self.flow_heads:
@@ -272,7 +329,9 @@ class FlowNet(nn.Module):
             h, w = r.shape[2:]
             flows.append(scale_flow(r, self.flow_scale * w / width, self.flow_scale * h / height))  # scale's pixels
         if self.choice_head is not None:  # level 0 is at full resolution
-            logits = CHOICE_GAIN * self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
+            per_pixel = self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
+            per_pair = self.orientation_head(facing_features(src_keypoints, tgt_keypoints))  # (B,1+K)
+            logits = CHOICE_GAIN * (per_pixel.float() + per_pair.float()[..., None, None])
             flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
 

@@ -129,7 +129,8 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
                  f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
                  f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
         raise CheckpointError(f"{path}: the {name} weights do not fit the network its config builds: "
-                              f"{'; '.join(p for p in parts if p)} (was the config edited?)")
+                              f"{'; '.join(p for p in parts if p)} (was the config edited, or the checkpoint "
+                              "written by an older version of this code?)")
     module.load_state_dict(state)
 
 

@@ -226,6 +226,49 @@ def facing_features(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor) ->
     return products[:, 1:]
 
 
+# The visibility head's geometric input: how close a pixel lies to each segment in the target pose, and how close
+# the source point its flow takes it to lies to each segment in the source pose. A target pixel is self-occluded
+# when that source point shows another part in front of its own (an arm across the torso), a relation between
+# two places that can lie half the body apart, beyond what a few convolutions over the pose maps relate.
+MEMBERSHIP_WIDTH = 0.15  # in torso lengths (|neck - mid-hip|): about half a limb's width
+
+
+def segment_distances(keypoints: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                      segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Keypoints (B,18,2) (y, x), -1 missing, and points x, y (B,H,W) in pixels -> (B,S,H,W): each point's
+    distance to each segment of SEGMENTS (the closest point of the segment, ends included), in units of the
+    pose's torso length |neck - mid-hip|; inf where a joint of the segment, or of the torso's axis, is missing."""
+    kp = torch.cat([keypoints.float(), keypoints[:, [8, 11]].float().mean(1, keepdim=True)], dim=1).flip(-1)
+    present = (keypoints >= 0).all(-1)  # (B,18)
+    present = torch.cat([present, present[:, 8:9] & present[:, 11:12]], dim=1)  # (B,19), the mid-hip appended
+    if segments is None:
+        segments = torch.tensor(SEGMENTS, device=kp.device)
+    start, end = segments[:, 0], segments[:, 1]
+    a, d = kp[:, start, :, None, None], (kp[:, end] - kp[:, start])[..., None, None]  # (B,S,2,1,1)
+    px, py = x.unsqueeze(1) - a[:, :, 0], y.unsqueeze(1) - a[:, :, 1]  # (B,S,H,W): the point minus the start
+    along = ((px * d[:, :, 0] + py * d[:, :, 1]) / (d**2).sum(2).clamp_min(1e-6)).clamp(0.0, 1.0)
+    dist = torch.hypot(px - along * d[:, :, 0], py - along * d[:, :, 1])  # (B,S,H,W)
+    torso = (kp[:, 1] - kp[:, MID_HIP]).norm(dim=-1)  # (B,)
+    ok = present[:, start] & present[:, end] & (present[:, 1] & present[:, MID_HIP] & (torso > 1.0))[:, None]
+    return torch.where(ok[..., None, None], dist / torso.clamp_min(1.0)[:, None, None, None], float("inf"))
+
+
+def occlusion_features(src_keypoints: torch.Tensor, tgt_keypoints: torch.Tensor, flow: torch.Tensor,
+                       segments: torch.Tensor | None = None) -> torch.Tensor:
+    """The visibility head's geometric input (B,2S,H,W) from both poses' keypoints (B,18,2) (y, x) and the
+    target->source flow (B,2,H,W) in pixels: exp(-d^2 / (2 w^2)), w = MEMBERSHIP_WIDTH, for d each target pixel's
+    distance to each target segment (which part the pixel is on), then for d its source point's (pixel + flow)
+    distance to each source segment (which parts lie there in the source, the occluders among them); 0 where a
+    segment is missing."""
+    b, _, height, width = flow.shape
+    ys = torch.arange(height, device=flow.device, dtype=torch.float32).view(1, height, 1).expand(b, height, width)
+    xs = torch.arange(width, device=flow.device, dtype=torch.float32).view(1, 1, width).expand(b, height, width)
+    flow = flow.float()
+    dist = torch.cat([segment_distances(tgt_keypoints, xs, ys, segments),
+                      segment_distances(src_keypoints, xs + flow[:, 0], ys + flow[:, 1], segments)], dim=1)
+    return torch.exp(-0.5 * (dist / MEMBERSHIP_WIDTH) ** 2)  # (B,2S,H,W); inf -> 0
+
+
 # ------------------------------------------------------------------------------------------- network
 
 
@@ -244,7 +287,8 @@ class FlowNet(nn.Module):
     divided by `flow_scale`, at every level, so upsampling it needs no rescaling; the flow in level l's own
     pixels is r_l * flow_scale * (w_l / W, h_l / H) per axis, i.e. r_l * flow_scale / 2^l when the sides
     divide by 2^l (the convention of `downsample_flow`, which builds the targets). The finest prediction is at
-    full resolution; visibility logits come from the finest decoder features. Sides that do not divide by
+    full resolution; visibility logits come from the finest decoder features (with limb_flows, also from the chosen
+    flow's `occlusion_features` and the pair's `facing_features`). Sides that do not divide by
     2^(n_scales-1) work too: each upsampling interpolates to the size of its skip connection.
     """
 
@@ -273,7 +317,13 @@ class FlowNet(nn.Module):
             for level in range(n_scales - 1)
         )
         self.flow_heads = nn.ModuleList(nn.Conv2d(ch, 2, 3, padding=1) for ch in widths)
-        self.vis_head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        # limb_flows: the visibility head also reads `occlusion_features` of the chosen flow and the pair's facing
+        # features, through one more layer (a pixel is occluded where an arm covers its source point, or where the
+        # pair turned and its part's other side faced the camera: products, not sums)
+        self.vis_head = (nn.Sequential(conv_norm_relu(widths[0] + 2 * len(SEGMENTS) + NUM_FACING_FEATURES,
+                                                      widths[0], 3, norm),
+                                       nn.Conv2d(widths[0], 3, 3, padding=1)) if limb_flows
+                         else nn.Conv2d(widths[0], 3, 3, padding=1))
         # limb_flows: logits of a per-pixel choice between the regressed flow and the NUM_LIMB_FLOWS candidates,
         # from the finest decoder features and the target's pose maps (which limb a pixel lies on is what the
         # limb distance maps say directly); zero at first, an even mix
@@ -330,9 +380,14 @@ class FlowNet(nn.Module):
             flows.append(scale_flow(r, self.flow_scale * w / width, self.flow_scale * h / height))  # scale's pixels
         if self.choice_head is not None:  # level 0 is at full resolution
             per_pixel = self.choice_head(torch.cat([feat, tgt_pose.to(feat.dtype)], dim=1))  # (B,1+K,H,W)
-            per_pair = self.orientation_head(facing_features(src_keypoints, tgt_keypoints))  # (B,1+K)
+            facing = facing_features(src_keypoints, tgt_keypoints)  # (B,7)
+            per_pair = self.orientation_head(facing)  # (B,1+K)
             logits = CHOICE_GAIN * (per_pixel.float() + per_pair.float()[..., None, None])
             flows[-1] = self.choose(flows[-1], logits, src_keypoints, tgt_keypoints)
+            # the flow as chosen, detached: the visibility loss says nothing about where a pixel comes from
+            occlusion = occlusion_features(src_keypoints, tgt_keypoints, flows[-1].detach(), self.segments)
+            facing = facing[..., None, None].expand(-1, -1, height, width)
+            feat = torch.cat([feat, occlusion.to(feat.dtype), facing.to(feat.dtype)], dim=1)  # (B,C_0+2S+7,H,W)
         return FlowOutput(flow=flows[-1], flows=flows, vis_logits=self.vis_head(feat))
 
     def choose(self, regressed: torch.Tensor, logits: torch.Tensor, src_keypoints: torch.Tensor,

@@ -11,6 +11,7 @@ from data.pose import LIMBS
 from data.synthetic import PARTS, STYLES, part_map, part_specs, pose_figure, pose_pair_flow, random_pose_pair
 from models.flow import (
     AFFINE,
+    MEMBERSHIP_WIDTH,
     NUM_FACING_FEATURES,
     NUM_LIMB_FLOWS,
     SEGMENTS,
@@ -19,6 +20,7 @@ from models.flow import (
     FlowNet,
     facing_features,
     limb_flows,
+    occlusion_features,
 )
 from utils.config import Config, ConfigError, architecture_mismatches, load_config, to_dict
 
@@ -162,6 +164,69 @@ def test_facing_features_tell_the_rendered_turns_apart():
         assert t * source.facing * target.facing > 0.8, (index, source, target, t)
         for pose, wide in ((source, w_s), (target, w_t)):
             assert (wide > 0.9) if pose.view != "side" else (wide < 0.1), (index, pose, wide)
+
+
+def slow_memberships(keypoints: np.ndarray, points: list[tuple[float, float]]) -> np.ndarray:
+    """(len(points), S) memberships exp(-d^2 / (2 w^2)) of (x, y) points in a pose's segments, point by point:
+    the nearest point of each segment found by sampling it finely (geometry, not the module's projection)."""
+    joints = [complex(x, y) for y, x in keypoints] + [complex(*keypoints[[8, 11]].mean(0)[::-1])]
+    present = list((keypoints >= 0).all(-1)) + [bool((keypoints[[8, 11]] >= 0).all())]
+    torso = abs(joints[1] - joints[18])
+    out = np.zeros((len(points), len(SEGMENTS)))
+    for k, (i, j) in enumerate(SEGMENTS):
+        if not (present[i] and present[j] and present[1] and present[18]) or torso <= 1:
+            continue
+        along = joints[i] + np.linspace(0.0, 1.0, 20001) * (joints[j] - joints[i])
+        for n, (x, y) in enumerate(points):
+            d = np.abs(along - complex(x, y)).min() / torso
+            out[n, k] = np.exp(-0.5 * (d / MEMBERSHIP_WIDTH) ** 2)
+    return out
+
+
+def test_occlusion_features_match_a_per_pixel_computation():
+    rng = np.random.default_rng(1)
+    h, w = 8, 6
+    keypoints = rng.uniform(0, 8, (2, 2, 18, 2)).astype(np.float32)  # (pose pair, B, 18, 2) (y, x)
+    keypoints[0, 1, 4] = -1  # a missing wrist in one source: limb 2 has no membership there
+    keypoints[1, 0, 11] = -1  # a missing hip in one target: no torso axis, so no scale and no membership at all
+    flow = rng.normal(0, 3, (2, 2, h, w)).astype(np.float32)
+    features = occlusion_features(torch.from_numpy(keypoints[0]), torch.from_numpy(keypoints[1]),
+                                  torch.from_numpy(flow))
+    assert features.shape == (2, 2 * len(SEGMENTS), h, w)
+    pixels = [(x, y) for y in range(h) for x in range(w)]
+    for b in range(2):
+        sources = [(x + flow[b, 0, y, x], y + flow[b, 1, y, x]) for x, y in pixels]
+        want = np.concatenate([slow_memberships(keypoints[1, b], pixels), slow_memberships(keypoints[0, b], sources)],
+                              axis=1)  # (h w, 2S)
+        got = features[b].flatten(1).T.numpy()
+        np.testing.assert_allclose(got, want, atol=2e-3, err_msg=f"pair {b}")
+    assert features[0, : len(SEGMENTS)].abs().max() == 0 and features[1, len(SEGMENTS) + 2].abs().max() == 0
+
+
+def test_occlusion_features_see_what_covers_a_rendered_source_point():
+    """On the renderer's people, with its exact flow, in pairs of one view (front or back: no turn, so an occluded
+    torso pixel is one an arm covers in the source): an occluded torso pixel's source point lies on an arm of the
+    source pose, a visible one's far less often."""
+    st = STYLES["deepfashion_small"]
+    arms = [SEGMENTS.index(limb) for limb in LIMBS if limb[0] in (2, 3, 5, 6)]  # the upper arms and forearms
+    arm_membership: dict[int, list[float]] = {0: [], 1: []}
+    pairs = 0
+    for index in range(100):
+        app, source, target = random_pose_pair(st, 0, list(range(10)), index)
+        if source.view != target.view or source.view == "side":
+            continue
+        pairs += 1
+        kp, flow, vis = pose_pair_flow(st, app, source, target)
+        parts = part_map(part_specs(app), pose_figure(app, target, st.height, st.width))
+        torso = np.isin(parts, [PARTS.index("torso_front") + 1, PARTS.index("torso_back") + 1])
+        features = occlusion_features(torch.from_numpy(kp[:1]), torch.from_numpy(kp[1:]),
+                                      torch.from_numpy(flow[None]))[0].numpy()  # (2S,H,W)
+        at_source = features[len(SEGMENTS) :][arms].max(axis=0)  # (H,W): the closest source arm
+        for label in (0, 1):
+            arm_membership[label].extend(at_source[torso & (vis == label)].tolist())
+    means = {label: float(np.mean(values)) for label, values in arm_membership.items()}
+    assert pairs >= 15 and len(arm_membership[1]) > 300, (pairs, len(arm_membership[1]))
+    assert means[1] > 0.6 and means[1] > 2.5 * means[0], means
 
 
 def tiny(limb_flows: bool = True) -> FlowNet:

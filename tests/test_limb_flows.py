@@ -245,8 +245,8 @@ def test_flownet_full_resolution_flow_is_the_chosen_candidate():
     candidates, _ = limb_flows(src_kp, tgt_kp, 24, 16)
     for k in (3, 15, NUM_LIMB_FLOWS - 1):
         with torch.no_grad():
-            net.choice_head.bias.fill_(0.0)
-            net.choice_head.bias[1 + k] = 6.0  # x CHOICE_GAIN: the softmax puts all its weight on candidate k
+            net.choice_head[-1].bias.fill_(0.0)
+            net.choice_head[-1].bias[1 + k] = 6.0  # x CHOICE_GAIN: the softmax puts all its weight on candidate k
         out = net(src_pose, tgt_pose, src_kp, tgt_kp)
         torch.testing.assert_close(out.flow, candidates[:, k])
         assert out.flows[-1] is out.flow and out.flow.shape == (2, 2, 24, 16)
@@ -279,7 +279,7 @@ def test_flownet_with_limb_flows_gets_gradient_everywhere():
     torch.manual_seed(4)
     net = tiny()
     with torch.no_grad():
-        net.choice_head.weight.normal_(0, 0.1)  # zero at first: the features would get no gradient through it
+        net.choice_head[-1].weight.normal_(0, 0.1)  # zero at first: the features would get no gradient through it
     src_pose, tgt_pose, src_kp, tgt_kp = random_pair()
     out = net(src_pose, tgt_pose, src_kp, tgt_kp)
     (sum(f.square().mean() for f in out.flows) + out.vis_logits.square().mean()).backward()

@@ -254,6 +254,17 @@ def test_flownet_full_resolution_flow_is_the_chosen_candidate():
         net(src_pose, tgt_pose)
 
 
+def test_a_new_flownet_starts_from_an_even_mix_of_the_candidates():
+    """Both terms of the choice's logits are zero for any input at initialisation (the choice head's last layer and
+    the orientation head start at zero), so the softmax weighs every valid candidate and the regressed flow alike."""
+    net = tiny().eval()
+    features = torch.randn(2, net.widths[0] + POSE, 24, 16)
+    with torch.no_grad():
+        assert net.choice_head(features).eq(0).all()
+        assert net.orientation_head(torch.randn(2, NUM_FACING_FEATURES)).eq(0).all()
+    assert any(p.abs().sum() > 0 for p in net.choice_head[:-1].parameters())  # the hidden layers are not zero
+
+
 def test_the_per_pair_term_chooses_by_how_the_pair_turned():
     """The orientation head's logits are the same at every pixel and follow the facing features: weights that
     favour a segment's mirror image on turned pairs and its similarity otherwise pick each where it applies."""

@@ -95,6 +95,23 @@ def test_flow_stage_then_joint_stage_with_the_frozen_flow(dataset, tmp_path):
         assert torch.equal(saved["models"]["flow"][key], value), key
 
 
+def test_joint_stage_with_the_flow_cache_trains_as_without_it(dataset, tmp_path):
+    """train.flow_cache_mb: two pairs, so every step after the first serves both from memory; the losses of every
+    step are those of the same run computing the flow each time."""
+    flow_run = tmp_path / "flow"
+    train.main(args(dataset, "--run-dir", str(flow_run), "train.stage=flow", "train.max_steps=1"))
+    common = [f"model.flow.checkpoint={ck.step_checkpoints(flow_run / 'checkpoints')[-1]}", "train.max_steps=3",
+              "data.max_train_pairs=2", "train.batch_size=2"]
+    train.main(args(dataset, "--run-dir", str(tmp_path / "plain"), *common))
+    train.main(args(dataset, "--run-dir", str(tmp_path / "cached"), *common, "train.flow_cache_mb=10"))
+    plain, cached = losses_by_step(tmp_path / "plain"), losses_by_step(tmp_path / "cached")
+    assert sorted(plain) == sorted(cached) == [1, 2, 3]
+    for step in plain:
+        assert cached[step] == pytest.approx(plain[step], rel=1e-5, abs=1e-6), step
+    hit_rates = [r["flow_cache/hit_rate"] for r in read_metrics(tmp_path / "cached") if "flow_cache/hit_rate" in r]
+    assert hit_rates == pytest.approx([0, 1 / 2, 2 / 3])
+
+
 @pytest.mark.slow  # a train.py subprocess
 def test_joint_stage_without_a_flow_module_names_the_key(dataset, tmp_path):
     result = run_train(args(dataset, "--run-dir", str(tmp_path / "r"), "train.max_steps=1"))

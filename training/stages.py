@@ -32,6 +32,7 @@ from losses.parsing import balanced_class_weights, pixel_accuracy
 from metrics.ssim import ssim
 from models.build import build_discriminator, build_flow, build_pose_encoder, build_spatn, build_spgnet
 from models.pipeline import Pipeline, add_pose_maps, flow_and_visibility, load_flow, spatn_source
+from training.flow_cache import FlowCache
 from training.steps import autocast, load_optimizer, load_scaler, make_adam, optimizer_step, to_device, wrap
 from utils.config import Config, ConfigError
 from utils.distributed import DistInfo, convert_sync_batchnorm
@@ -63,6 +64,8 @@ class JointStage:
         self.nets = {k: v.to(device) for k, v in nets.items()}
         self.flow_net = None if flow_net is None else flow_net.to(device)
         self.frozen = {} if self.flow_net is None else {"flow": self.flow_net}
+        self.flow_cache = (FlowCache(self.flow_net, int(t.flow_cache_mb * 2**20))
+                           if self.flow_net is not None and t.flow_cache_mb > 0 else None)
         self.warnings = (["the perceptual loss uses a RANDOM-INIT VGG19 (offline mode): not the paper's loss"]
                          if cfg.loss.perceptual_weights == "random" else [])
         self.losses = {
@@ -107,7 +110,7 @@ class JointStage:
         cfg = self.cfg
         batch = add_pose_maps(batch, self.pose_encoder)
         src, tgt, tgt_pose = batch["src_image"], batch["tgt_image"], batch["tgt_pose"]
-        flow, vis = flow_and_visibility(self.flow_net, batch)
+        flow, vis = self.flow_cache(batch) if self.flow_cache else flow_and_visibility(self.flow_net, batch)
         adversarial_on = step >= cfg.train.adv_start_step and self.weights["adversarial"] > 0
 
         # ---- forward: stage 1 predicts the target parsing; stage 2 renders with the GROUND-TRUTH parsing
@@ -155,6 +158,8 @@ class JointStage:
         extra = {"lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"]}
         if self.cfg.pose.learnable_kappa:
             extra["pose/kappa"] = float(self.pose_encoder.distance.kappa)
+        if self.flow_cache:
+            extra.update(self.flow_cache.stats())
         return extra
 
     def pipeline(self) -> Pipeline:

@@ -208,6 +208,10 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     channels_last: bool = False
     compile: bool = False
+    # joint stage: keep the frozen flow module's output for each training pair in host memory, up to this many
+    # MiB, so a pair seen again skips the module (training.flow_cache); 0: off. Exact only when a pair's inputs
+    # never change: refused with augmentation or a learnable kappa
+    flow_cache_mb: float = 0.0
     nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
     max_consecutive_skips: int = 20  # nonfinite=skip: this many skipped steps in a row stop the run
     grad_clip: float | None = None
@@ -482,6 +486,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.target_augment and cfg.model.flow.source == "files":
         raise ConfigError("key 'data.target_augment' = true moves the target but not its flow file: it needs "
                           "model.flow.source = net")
+    validate_flow_cache(cfg)
     if cfg.data.aug_scale < 1:
         raise ConfigError(f"key 'data.aug_scale' = {cfg.data.aug_scale} must be >= 1")
     if any(s < 0 for s in cfg.data.aug_shift):
@@ -490,6 +495,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError("keys 'data.aug_scale' / 'data.aug_shift' apply with data.target_augment = true only: "
                           "leave them at their defaults, or they would be ignored")
     validate_networks(cfg)
+
+
+def validate_flow_cache(cfg: Config) -> None:
+    """train.flow_cache_mb: a pair's cached flow is only right while the flow module's inputs for that pair are the
+    same at every visit, and there must be a flow module to cache."""
+    mb = cfg.train.flow_cache_mb
+    if mb < 0:
+        raise ConfigError(f"key 'train.flow_cache_mb' = {mb} must not be negative")
+    if mb == 0:
+        return
+    changing = {"data.hflip_prob": cfg.data.hflip_prob > 0, "data.target_augment": cfg.data.target_augment,
+                "pose.learnable_kappa": cfg.pose.learnable_kappa}
+    for key, on in changing.items():
+        if on:
+            raise ConfigError(f"key 'train.flow_cache_mb' = {mb:g}: {key} changes a pair's flow between visits, so "
+                              "a cached one would be stale; set train.flow_cache_mb = 0")
+    if cfg.model.flow.source == "files":
+        raise ConfigError(f"key 'train.flow_cache_mb' = {mb:g} caches the flow module's output, and "
+                          "model.flow.source = files runs none: set train.flow_cache_mb = 0")
 
 
 def validate_networks(cfg: Config) -> None:

@@ -40,12 +40,13 @@ from utils.io import ensure_writable_folder, read_image, write_image, write_json
 from utils.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
-DEFAULT_MINUTES = 7.25  # the joint stage's budget in a default demo
 # stage 0, demo.yaml's flow module with limb flows: 600 steps at batch 8 (an earlier variant's held-out
-# end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 2.0 after 600); a
-# step costs about 0.56 of a joint step at batch 4 (the two interleaved in one process), so about 4 minutes on an
-# idle 2-core machine, 11.25 with the joint stage's 7.25, which keeps a fresh clone's `make demo` (the install, the
-# test and the evaluations included) inside 15 minutes on the slower of our machines (README, "What the demo reaches")
+# end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 1.5 after 600), at
+# most 4 minutes; about 2.6 on an idle 2-core AMD EPYC Zen 5. The two training stages share TRAIN_MINUTES: the
+# joint stage gets what stage 0 left, so never less than 7.25. With the install, the data, the test and the
+# evaluations (about 2 minutes) a fresh clone's `make demo` stays inside 15 minutes on the slower of our machines
+# (README, "What the demo reaches")
+TRAIN_MINUTES = 11.25
 FLOW_STEPS, FLOW_MINUTES = 600, 4.0
 # no FID: with the random-init Inception the demo has offline it compares nothing, and it took 35 s a demo
 MODEL_METRICS = "ssim,mssim,lpips,mlpips,colour,texture,parsing"
@@ -139,7 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flow-minutes", type=float, default=FLOW_MINUTES)
     p.add_argument("--steps", type=int, default=20000, help="joint steps (the time budget usually ends it first)")
     p.add_argument("--minutes", type=float, default=None,
-                   help=f"joint training budget: {DEFAULT_MINUTES:g} min for a new demo; after a finished demo, "
+                   help=f"joint training budget: for a new demo, what stage 0 left of {TRAIN_MINUTES:g} min; after a "
+                        "finished demo, "
                         "train this many MORE minutes from its last checkpoint")
     p.add_argument("--test-pairs", type=int, default=200)
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides for every step, e.g. "
@@ -182,13 +184,19 @@ class Demo:
         ckpts = step_checkpoints(self.joint_dir / "checkpoints")
         last = load_checkpoint(ckpts[-1]) if ckpts else None
         if last is None:
-            return a.minutes or DEFAULT_MINUTES, a.steps, ["--run-dir", str(self.joint_dir)]
+            return a.minutes or self.default_joint_minutes(), a.steps, ["--run-dir", str(self.joint_dir)]
         if a.minutes is not None:  # continue a finished (or interrupted) run for that many more minutes
             return a.minutes, last["step"] + a.steps, ["--resume", str(ckpts[-1])]
         if not finished(last, a.steps):  # interrupted: what is left of the default budget
             spent = self.timings.seconds.get("joint", 0.0) / 60
-            return max(DEFAULT_MINUTES - spent, 0.5), a.steps, ["--resume", str(ckpts[-1])]
+            return max(self.default_joint_minutes() - spent, 0.5), a.steps, ["--resume", str(ckpts[-1])]
         return None
+
+    def default_joint_minutes(self) -> float:
+        """A default demo's joint budget: what stage 0 left of TRAIN_MINUTES, counting stage 0 at most at its
+        default cap, so that a slow (or longer-capped) stage 0 never cuts it below TRAIN_MINUTES - FLOW_MINUTES."""
+        flow_minutes = self.timings.seconds.get("flow", 60 * FLOW_MINUTES) / 60
+        return TRAIN_MINUTES - min(flow_minutes, FLOW_MINUTES)
 
     def train_joint(self, flow_ckpt: Path) -> Path:
         """Stages 1 + 2 jointly, with the frozen flow module; the last joint checkpoint."""

@@ -120,3 +120,16 @@ def test_baselines_copy_the_source_and_paint_the_mean_background(market_people, 
                               cv2.imread(str(market_people / "test" / src)))
         constant = cv2.imread(str(folders["background"] / name))[..., ::-1]
         assert (constant == expected).all() and constant.shape == (128, 64, 3)
+
+
+@pytest.mark.parametrize("flow_seconds, joint_minutes", [(158.0, 11.25 - 158.0 / 60), (400.0, 7.25), (None, 7.25)])
+def test_the_joint_stage_gets_what_stage_0_left_of_the_training_minutes(tmp_path, flow_seconds, joint_minutes):
+    """A default demo trains both stages in 11.25 minutes: stage 0's wall time (timings.json) comes off the joint
+    stage's budget, counted at most at stage 0's 4-minute cap; unknown, it counts as the cap."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    if flow_seconds is not None:
+        (out / "timings.json").write_text(json.dumps({"seconds": {"flow": flow_seconds}}))
+    demo = demo_script.Demo(demo_script.parse_args(["--out", str(out)]))
+    minutes, _, start = demo.joint_budget()
+    assert minutes == pytest.approx(joint_minutes) and start[0] == "--run-dir"

@@ -42,7 +42,7 @@ from utils.report import write_report
 ROOT = Path(__file__).resolve().parents[1]  # the demo's paths and commands are relative to it
 # stage 0, demo.yaml's flow module with limb flows: 600 steps at batch 8 (an earlier variant's held-out
 # end-point error at 128x88 was 3.6 px after 300 steps and 2.4 after 600; demo.yaml's reaches 1.5 after 600), at
-# most 4 minutes; about 2.6 on an idle 2-core AMD EPYC Zen 5. The two training stages share TRAIN_MINUTES: the
+# most 4 minutes; 2.6-2.8 on an idle 2-core AMD EPYC Zen 5. The two training stages share TRAIN_MINUTES: the
 # joint stage gets what stage 0 left, so never less than 7.25. With the install, the data, the test and the
 # evaluations (about 2 minutes) a fresh clone's `make demo` stays inside 15 minutes on the slower of our machines
 # (README, "What the demo reaches")

@@ -140,9 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flow-minutes", type=float, default=FLOW_MINUTES)
     p.add_argument("--steps", type=int, default=20000, help="joint steps (the time budget usually ends it first)")
     p.add_argument("--minutes", type=float, default=None,
-                   help=f"joint training budget: for a new demo, what stage 0 left of {TRAIN_MINUTES:g} min; after a "
-                        "finished demo, "
-                        "train this many MORE minutes from its last checkpoint")
+                   help=f"joint training budget: for a new demo, what stage 0 left of {TRAIN_MINUTES:g} min; after "
+                        "a finished demo, train this many MORE minutes from its last checkpoint")
     p.add_argument("--test-pairs", type=int, default=200)
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides for every step, e.g. "
                    "model.generator.base_channels=16 (a changed model needs a new --out)")
